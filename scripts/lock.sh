@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Compile the hash-checked lock files from pyproject.toml (versions and hashes only,
+# never an index or download URL, so the locks work behind any mirror or proxy).
+#   scripts/lock.sh          rewrite the locks
+#   scripts/lock.sh --check  fail if any lock is stale (compile to a temp dir and compare)
+set -euo pipefail
+
+usage() { sed -n '2,5s/^# \{0,1\}//p' "$0"; }
+check=0
+case "${1:-}" in
+  -h|--help) usage; exit 0 ;;
+  --check) check=1 ;;
+  "") ;;
+  *) usage >&2; exit 2 ;;
+esac
+
+cd "$(dirname "$0")/.."
+UV=${UV:-uv}
+out=.
+if [ "$check" = 1 ]; then out=$(mktemp -d); trap 'rm -rf "$out"' EXIT; fi
+
+# name|extra uv pip compile arguments
+locks=(
+  "requirements.lock|"
+  "requirements-ml.lock|--extra ml"
+  "requirements-dev-slim.lock|--group dev"
+  "requirements-dev.lock|--all-extras --group dev --group notebook --group infra --group bench"
+)
+for entry in "${locks[@]}"; do
+  name=${entry%%|*}
+  # shellcheck disable=SC2206  # the extra arguments are meant to split
+  extra=(${entry#*|})
+  # --python-version: the oldest Python we support; --universal covers the rest.
+  "$UV" pip compile --quiet --universal --generate-hashes --no-header \
+    --python-version 3.11 "${extra[@]}" pyproject.toml -o "$out/$name"
+  if [ "$check" = 1 ] && ! diff -q "$out/$name" "$name" >/dev/null; then
+    echo "stale lock: $name (run 'make lock')" >&2
+    diff -u "$name" "$out/$name" | head -40 >&2 || true
+    exit 1
+  fi
+done
+[ "$check" = 1 ] && echo "locks are up to date" || echo "locks written"

@@ -1,0 +1,99 @@
+"""The exception tree and the exit codes it maps to.
+
+Library code raises these; only the CLI edge turns one into an ``Error: ...``
+line and ``sys.exit(error.exit_code)``::
+
+    DsjobError                      exit 1  unexpected / internal
+    ├── ConfigError                 exit 2  usage or configuration is wrong (final)
+    ├── InputError                  exit 3  an input is missing or invalid (final)
+    │   ├── MissingObjectError              names the bucket and key (or path)
+    │   ├── MalformedInputError             names the line where possible
+    │   └── UnsafeArchiveError              names the offending tar member
+    ├── UserCodeError               exit 4  script.py failed or timed out (final)
+    │   └── ScriptTimeoutError
+    ├── TransientError              exit 5  throttled, connection dropped: retry
+    └── TerminatedError             exit 143  SIGTERM (ECS stop): nothing published
+
+Only ``TransientError`` is worth retrying; Step Functions retries on exit 5
+alone. ``TerminatedError`` uses the shell's 128+SIGTERM convention.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Documented process exit codes (README "Exit codes")."""
+
+    OK = 0
+    INTERNAL = 1
+    CONFIG = 2
+    INPUT = 3
+    USER_CODE = 4
+    TRANSIENT = 5
+    TERMINATED = 143
+
+
+class DsjobError(Exception):
+    """Base of every error dsjob raises on purpose; unexpected failures exit 1."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+    retryable: bool = False
+
+
+class ConfigError(DsjobError):
+    """Usage or configuration is wrong: missing or invalid parameters, bad flags."""
+
+    exit_code = ExitCode.CONFIG
+
+
+class InputError(DsjobError):
+    """An input is missing or cannot be processed as it is."""
+
+    exit_code = ExitCode.INPUT
+
+
+class MissingObjectError(InputError):
+    """An S3 object (or local file) the job needs does not exist."""
+
+    def __init__(self, location: str) -> None:
+        """Args: location: ``s3://bucket/key`` or a local path, named in the message."""
+        super().__init__(f"input not found: {location}")
+        self.location = location
+
+
+class MalformedInputError(InputError):
+    """The input data is malformed (ragged rows, bad encoding, empty, header only)."""
+
+
+class UnsafeArchiveError(InputError):
+    """package.tar.gz holds a member that would escape or abuse the work dir."""
+
+    def __init__(self, member: str, reason: str) -> None:
+        """Args: member: the tar member's name; reason: why it is refused."""
+        super().__init__(f"unsafe member in package archive: {member!r}: {reason}")
+        self.member = member
+
+
+class UserCodeError(DsjobError):
+    """The custom script exited non-zero (or produced nothing usable)."""
+
+    exit_code = ExitCode.USER_CODE
+
+
+class ScriptTimeoutError(UserCodeError):
+    """The custom script ran longer than its timeout and was stopped."""
+
+
+class TransientError(DsjobError):
+    """A failure that may go away on retry: throttling, dropped connections, 5xx."""
+
+    exit_code = ExitCode.TRANSIENT
+    retryable = True
+
+
+class TerminatedError(DsjobError):
+    """The job was asked to stop (SIGTERM from ECS) before it finished."""
+
+    exit_code = ExitCode.TERMINATED
