@@ -1,0 +1,329 @@
+"""Safe extraction and reproducible building of package.tar.gz."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import os
+import stat
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+from dsjob.errors import ConfigError, InputError, MissingObjectError, UnsafeArchiveError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = [
+    "EXCLUDED_NAMES",
+    "FIXED_MTIME",
+    "MAX_MEMBERS",
+    "MAX_TOTAL_BYTES",
+    "build_package",
+    "safe_extract",
+    "sha256_file",
+]
+
+LOGGER = logging.getLogger(__name__)
+
+MAX_TOTAL_BYTES = 1 << 30
+MAX_MEMBERS = 10_000
+
+# 2000-01-01T00:00:00Z for every member: a constant (not SOURCE_DATE_EPOCH, not the
+# files' mtimes) so the same tree gives the same sha256 on every machine, and not 0
+# because some unpackers and zip-based tools mishandle dates before 1980.
+FIXED_MTIME = 946_684_800
+
+# Build debris that must never reach production or change the package's checksum.
+EXCLUDED_NAMES = frozenset(
+    {
+        "__pycache__",
+        ".ipynb_checkpoints",
+        ".git",
+        ".mypy_cache",
+        ".pytest_cache",
+        ".ruff_cache",
+        ".DS_Store",
+    }
+)
+EXCLUDED_SUFFIXES = (".pyc", ".pyo")
+
+_CHUNK = 1 << 20
+
+
+def safe_extract(
+    archive: Path,
+    dest: Path,
+    *,
+    max_total_bytes: int = MAX_TOTAL_BYTES,
+    max_members: int = MAX_MEMBERS,
+) -> list[Path]:
+    """Extract a tar(.gz) into ``dest`` after checking every member header first.
+
+    Nothing is written unless the whole archive passes. Refused: absolute names,
+    ``..`` components, symlinks whose target is absolute or contains ``..`` (so a
+    link can only point at or below its own directory, which keeps every path,
+    followed through any chain of links, inside ``dest``), hardlinks to anything but
+    an earlier regular-file member, devices, fifos, sparse files, duplicate names,
+    members that would overwrite a file already in ``dest``, more than
+    ``max_members`` members, and more than ``max_total_bytes`` of file data. A tar
+    header's size is exactly the number of bytes tarfile writes for that member
+    (sparse members, whose expanded size differs, are refused), so the header sum
+    bounds what reaches the disk. Python's ``data`` filter is applied on top where
+    the interpreter has it.
+
+    Args:
+        archive: the package.tar.gz to extract.
+        dest: the directory to extract into (created if missing).
+        max_total_bytes: limit on the sum of regular file sizes.
+        max_members: limit on the number of members of any type.
+
+    Returns:
+        The extracted paths, in archive order.
+
+    Raises:
+        UnsafeArchiveError: naming the first offending member and why.
+        InputError: the file is not a readable tar archive.
+    """
+    if not archive.is_file():
+        raise MissingObjectError(str(archive))
+    dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            members = _checked_members(
+                tar, root, max_total_bytes=max_total_bytes, max_members=max_members
+            )
+            _extract(tar, root, members, use_data_filter=hasattr(tarfile, "data_filter"))
+    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
+        # An I/O error while the archive is open is as likely a truncated or corrupt
+        # download as a disk problem; either way the package cannot be used.
+        raise InputError(f"cannot extract package archive {archive}: {exc}") from exc
+    paths = [root / _normalised(m.name) for m in members]
+    LOGGER.info(
+        "extracted package archive",
+        extra={"archive": str(archive), "dest": str(root), "members": len(paths)},
+    )
+    return paths
+
+
+def _normalised(name: str) -> PurePosixPath:
+    """The member name with ``./`` and trailing slashes removed."""
+    return PurePosixPath(*[part for part in PurePosixPath(name).parts if part != "."])
+
+
+def _check_name(name: str) -> PurePosixPath:
+    if not name or "\x00" in name:
+        raise UnsafeArchiveError(name, "empty or invalid name")
+    path = PurePosixPath(name)
+    if path.is_absolute() or name.startswith("\\"):
+        raise UnsafeArchiveError(name, "absolute path")
+    if ".." in path.parts:
+        raise UnsafeArchiveError(name, "'..' path component escapes the destination")
+    return _normalised(name)
+
+
+def _iter_members(tar: tarfile.TarFile, max_members: int) -> Iterator[tarfile.TarInfo]:
+    """Yield headers one at a time so a member-count bomb stops at the limit."""
+    count = 0
+    while (member := tar.next()) is not None:
+        count += 1
+        if count > max_members:
+            raise UnsafeArchiveError(member.name, f"archive has more than {max_members} members")
+        yield member
+
+
+@dataclass
+class _Seen:
+    """What the header scan has accumulated so far."""
+
+    files: set[PurePosixPath] = field(default_factory=set)
+    names: set[PurePosixPath] = field(default_factory=set)
+    total_bytes: int = 0
+
+
+def _checked_members(
+    tar: tarfile.TarFile, root: Path, *, max_total_bytes: int, max_members: int
+) -> list[tarfile.TarInfo]:
+    seen = _Seen()
+    members: list[tarfile.TarInfo] = []
+    for member in _iter_members(tar, max_members):
+        path = _check_name(member.name)
+        if not member.isdir():
+            _check_entry(member, path, root, seen, max_total_bytes)
+        members.append(member)
+    return members
+
+
+def _check_entry(
+    member: tarfile.TarInfo, path: PurePosixPath, root: Path, seen: _Seen, max_total_bytes: int
+) -> None:
+    """Check one non-directory member against the rules and the running totals."""
+    name = member.name
+    if not path.parts:
+        raise UnsafeArchiveError(name, "a non-directory member names the destination itself")
+    if path in seen.names:
+        raise UnsafeArchiveError(name, "duplicate member name")
+    seen.names.add(path)
+    target = root.joinpath(*path.parts)
+    if target.exists() or target.is_symlink():
+        raise UnsafeArchiveError(name, f"would overwrite existing {target}")
+    if member.issym():
+        _check_symlink(name, member.linkname)
+    elif member.islnk():
+        # Only an earlier regular-file member (never an absolute or '..' name, never
+        # something already on disk) may be the other end of a hardlink.
+        if _normalised(member.linkname) not in seen.files:
+            raise UnsafeArchiveError(
+                name, f"hardlink to {member.linkname!r}, which is not an earlier file member"
+            )
+    elif member.isreg():
+        if member.issparse():
+            raise UnsafeArchiveError(name, "sparse files are not supported")
+        seen.total_bytes += member.size
+        if seen.total_bytes > max_total_bytes:
+            raise UnsafeArchiveError(
+                name, f"total uncompressed size exceeds the limit of {max_total_bytes} bytes"
+            )
+        seen.files.add(path)
+    else:
+        raise UnsafeArchiveError(name, f"unsupported member type {_kind(member)}")
+
+
+def _check_symlink(name: str, linkname: str) -> None:
+    link = PurePosixPath(linkname)
+    if not linkname or link.is_absolute() or linkname.startswith("\\"):
+        raise UnsafeArchiveError(name, f"symlink to absolute path {linkname!r}")
+    if ".." in link.parts:
+        raise UnsafeArchiveError(name, f"symlink to {linkname!r} may point outside the package")
+
+
+def _kind(member: tarfile.TarInfo) -> str:
+    if member.ischr():
+        return "character device"
+    if member.isblk():
+        return "block device"
+    if member.isfifo():
+        return "fifo"
+    return repr(member.type)
+
+
+def _extract(
+    tar: tarfile.TarFile, root: Path, members: list[tarfile.TarInfo], *, use_data_filter: bool
+) -> None:
+    """Extract already-checked members, with the stdlib ``data`` filter when available."""
+    if use_data_filter:
+        try:
+            tar.extractall(root, members=members, filter="data")
+        except tarfile.FilterError as exc:
+            # Our checks are stricter, so this only fires if the two disagree; refuse.
+            member = getattr(exc, "tarinfo", None)
+            raise UnsafeArchiveError(getattr(member, "name", "?"), str(exc)) from exc
+        return
+    # Interpreters without filters: the checks above already proved every path stays
+    # inside root; drop ownership and special mode bits the data filter would drop.
+    for member in members:
+        member.uid = member.gid = os.getuid()
+        member.uname = member.gname = ""
+        if member.isreg() or member.isdir():
+            keep = 0o755 if member.isdir() or member.mode & 0o111 else 0o644
+            member.mode = (member.mode & keep) | stat.S_IRUSR | stat.S_IWUSR
+    tar.extractall(root, members=members)  # noqa: S202 -- every member was checked above
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _package_files(src_dir: Path) -> list[Path]:
+    """Every directory and file under src_dir that goes into the package, sorted."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(src_dir):
+        here = Path(dirpath)
+        # Pruning in place keeps os.walk out of excluded directories.
+        dirnames[:] = sorted(d for d in dirnames if d not in EXCLUDED_NAMES)
+        for dirname in dirnames:
+            if (here / dirname).is_symlink():
+                raise ConfigError(f"cannot pack symlinked directory {here / dirname}")
+        found.extend(here / d for d in dirnames)
+        found.extend(
+            here / f
+            for f in filenames
+            if f not in EXCLUDED_NAMES and not f.endswith(EXCLUDED_SUFFIXES)
+        )
+    return sorted(found, key=lambda p: p.relative_to(src_dir).as_posix())
+
+
+def _tarinfo(path: Path, arcname: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(arcname)
+    info.mtime = FIXED_MTIME
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    st = path.stat()  # follows symlinks: a linked file is packed as its content
+    if stat.S_ISDIR(st.st_mode):
+        info.type = tarfile.DIRTYPE
+        info.mode = 0o755
+    elif stat.S_ISREG(st.st_mode):
+        info.type = tarfile.REGTYPE
+        info.mode = 0o755 if st.st_mode & 0o111 else 0o644
+        info.size = st.st_size
+    else:
+        raise ConfigError(f"cannot pack {path}: not a regular file or directory")
+    return info
+
+
+def build_package(src_dir: Path, out: Path) -> str:
+    """Write a reproducible ``package.tar.gz`` of ``src_dir`` and return its sha256 hex.
+
+    The archive's top-level directory is ``src_dir``'s name, so extracting it into
+    the work dir makes ``from <name>.module import ...`` work. Members are sorted,
+    with mtime ``FIXED_MTIME``, uid/gid 0, empty owner names, modes 0755/0644, and
+    the gzip header carries no name and no timestamp: the same tree gives
+    byte-identical output (for the same zlib). ``EXCLUDED_NAMES`` and ``*.pyc``
+    are left out; file symlinks are packed as the file they point to.
+
+    Raises:
+        ConfigError: src_dir is not a directory, or holds something unpackable.
+    """
+    src = src_dir.resolve()
+    if not src.is_dir():
+        raise ConfigError(f"package source is not a directory: {src_dir}")
+    if out.resolve().is_relative_to(src):
+        raise ConfigError(f"package archive {out} must not be written inside {src_dir}")
+    top = src.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    # filename="" and mtime=0 keep the gzip header free of the path and the clock.
+    with (
+        tmp.open("wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        tar.addfile(_tarinfo(src, top))
+        for path in _package_files(src):
+            arcname = f"{top}/{path.relative_to(src).as_posix()}"
+            info = _tarinfo(path, arcname)
+            if info.isreg():
+                with path.open("rb") as handle:
+                    tar.addfile(info, handle)
+            else:
+                tar.addfile(info)
+    tmp.replace(out)
+    digest = _sha256(out)
+    LOGGER.info(
+        "built package archive",
+        extra={"source": str(src), "archive": str(out), "sha256": digest},
+    )
+    return digest
+
+
+def sha256_file(path: Path) -> str:
+    """Return the sha256 hex digest of a file, read in chunks."""
+    return _sha256(path)

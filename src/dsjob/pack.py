@@ -1,0 +1,145 @@
+"""`dsjob pack`: build package.tar.gz from a directory and upload it with script.py."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from dsjob.archive import build_package, sha256_file
+from dsjob.errors import ConfigError, DsjobError, MissingObjectError, TransientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+LOGGER = logging.getLogger(__name__)
+
+PACKAGE_NAME = "package.tar.gz"
+SCRIPT_NAME = "script.py"
+
+# S3 error codes that mean "try again later" rather than "fix your configuration".
+_TRANSIENT_CODES = frozenset(
+    {
+        "InternalError",
+        "RequestTimeout",
+        "ServiceUnavailable",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+    }
+)
+_CONFIG_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "NoSuchBucket"})
+
+
+@dataclass(frozen=True)
+class PackResult:
+    """A built package (and optional script) ready to upload.
+
+    Attributes:
+        package_path: the package.tar.gz, in a fresh temporary directory the caller owns.
+        package_sha256: its sha256 hex digest.
+        script_path: the script.py to upload next to it, or None.
+        script_sha256: the script's sha256 hex digest, or None.
+    """
+
+    package_path: Path
+    package_sha256: str
+    script_path: Path | None = None
+    script_sha256: str | None = None
+
+    def uploads(self) -> dict[str, tuple[Path, str]]:
+        """Object name (relative to the prefix) -> (local file, sha256), package first."""
+        files = {PACKAGE_NAME: (self.package_path, self.package_sha256)}
+        if self.script_path is not None and self.script_sha256 is not None:
+            files[SCRIPT_NAME] = (self.script_path, self.script_sha256)
+        return files
+
+
+def pack(src_dir: Path, script: Path | None, *, out_dir: Path | None = None) -> PackResult:
+    """Build ``package.tar.gz`` from ``src_dir`` and checksum it and ``script``.
+
+    Args:
+        src_dir: the package directory (its name becomes the importable package).
+        script: the script.py to ship with it, or None for a package only.
+        out_dir: where to write package.tar.gz; a new temporary directory when None
+            (the caller removes it after uploading).
+
+    Raises:
+        ConfigError: src_dir is not a directory.
+        MissingObjectError: script does not exist.
+    """
+    if script is not None and not script.is_file():
+        raise MissingObjectError(str(script))
+    if not (src_dir / "__init__.py").is_file():
+        LOGGER.warning(
+            "package directory has no __init__.py; it imports as a namespace package",
+            extra={"source": str(src_dir)},
+        )
+    target = Path(tempfile.mkdtemp(prefix="dsjob-pack-")) if out_dir is None else out_dir
+    package = target / PACKAGE_NAME
+    digest = build_package(src_dir, package)
+    return PackResult(
+        package_path=package,
+        package_sha256=digest,
+        script_path=script,
+        script_sha256=None if script is None else sha256_file(script),
+    )
+
+
+def upload_pack(
+    result: PackResult, s3_client: S3Client, bucket: str, prefix: str
+) -> dict[str, str]:
+    """Upload the package (and script) under ``prefix`` and return ``{key: sha256}``.
+
+    Each object carries its sha256 as ``x-amz-meta-sha256`` and as the S3 SHA-256
+    checksum, so S3 rejects a corrupted upload and the job can compare later.
+
+    Args:
+        result: what ``pack`` built.
+        s3_client: a boto3 S3 client (honours ``AWS_ENDPOINT_URL``).
+        bucket: the artifact bucket.
+        prefix: key prefix, e.g. ``"jobs/preprocessing/"``; a missing ``/`` is added.
+
+    Raises:
+        ConfigError: the bucket does not exist or access is denied.
+        TransientError: throttling, a dropped connection or a 5xx.
+        DsjobError: any other S3 failure.
+    """
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    keys: dict[str, str] = {}
+    for name, (path, digest) in result.uploads().items():
+        key = f"{prefix}{name}"
+        checksum = base64.b64encode(bytes.fromhex(digest)).decode("ascii")
+        try:
+            with path.open("rb") as body:
+                s3_client.put_object(
+                    Bucket=bucket,
+                    Key=key,
+                    Body=body,
+                    ChecksumSHA256=checksum,
+                    Metadata={"sha256": digest},
+                )
+        except ClientError as exc:
+            raise _classify(exc, bucket, key) from exc
+        except BotoCoreError as exc:
+            raise TransientError(f"upload of s3://{bucket}/{key} failed: {exc}") from exc
+        LOGGER.info("uploaded", extra={"bucket": bucket, "key": key, "sha256": digest})
+        keys[key] = digest
+    return keys
+
+
+def _classify(exc: ClientError, bucket: str, key: str) -> DsjobError:
+    code = exc.response.get("Error", {}).get("Code", "")
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    where = f"s3://{bucket}/{key}"
+    if code in _CONFIG_CODES:
+        return ConfigError(f"cannot upload {where}: {code} (check artifact-bucket and access)")
+    if code in _TRANSIENT_CODES or status >= 500:  # noqa: PLR2004 -- HTTP 5xx
+        return TransientError(f"upload of {where} failed: {code or status}")
+    return DsjobError(f"upload of {where} failed: {exc}")
