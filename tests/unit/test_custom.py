@@ -1,0 +1,307 @@
+"""Tests for dsjob.custom: real script subprocesses, timeouts, logs and SIGTERM forwarding."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from dsjob.context import JobContext
+from dsjob.custom import ScriptResult, run_script
+from dsjob.errors import (
+    MissingObjectError,
+    ScriptTimeoutError,
+    UserCodeError,
+)
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> JobContext:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "input.csv").write_text("id,name\n1, a \n,b\n1, a \n")
+    return JobContext(
+        input_path=work / "input.csv",
+        model_path=None,
+        output_dir=work / "out",
+        run_id="run-1",
+        work_dir=work,
+    )
+
+
+def _script(ctx: JobContext, body: str) -> Path:
+    path = ctx.work_dir / "script.py"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    """True while pid runs; a zombie (killed, not yet reaped by its parent) counts as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_success_returns_outputs_and_logs_lines(
+    ctx: JobContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A script using dsjob.context() writes outputs; its stdout/stderr lines are logged."""
+    script = _script(
+        ctx,
+        """
+        import sys
+        import dsjob.context as c
+        job = c.context()
+        print("rows:", len(job.input_path.read_text().splitlines()))
+        print("a warning", file=sys.stderr)
+        (job.output_dir / "result.csv").write_text(job.run_id)
+        (job.output_dir / "nested").mkdir()
+        (job.output_dir / "nested" / "b.txt").write_text("b")
+        """,
+    )
+    with caplog.at_level(logging.INFO, logger="dsjob.script"):
+        result = run_script(script, ctx, timeout=30)
+    assert isinstance(result, ScriptResult)
+    assert result.returncode == 0
+    assert 0 < result.duration_s < 30
+    assert result.output_files == [
+        ctx.output_dir / "nested" / "b.txt",
+        ctx.output_dir / "result.csv",
+    ]
+    assert (ctx.output_dir / "result.csv").read_text() == "run-1"
+    lines = [
+        (r.getMessage(), getattr(r, "stream", None))
+        for r in caplog.records
+        if r.name == "dsjob.script"
+    ]
+    assert ("rows: 4", "stdout") in lines
+    assert ("a warning", "stderr") in lines
+
+
+def test_failing_script_reports_exit_code_and_stderr_tail(ctx: JobContext) -> None:
+    """A non-zero exit raises UserCodeError with the exit code and the last stderr lines."""
+    script = _script(
+        ctx,
+        """
+        import sys
+        for i in range(30):
+            print(f"noise {i}", file=sys.stderr)
+        raise SystemExit("bad input: column 'id' missing")
+        """,
+    )
+    with pytest.raises(UserCodeError) as excinfo:
+        run_script(script, ctx, timeout=30)
+    message = str(excinfo.value)
+    assert "exited with code 1" in message
+    assert "bad input: column 'id' missing" in message
+    assert "noise 29" in message
+    assert "noise 5\n" not in message, "only the tail of stderr belongs in the message"
+    assert excinfo.value.exit_code == 4
+
+
+def test_traceback_tail_is_in_the_message(ctx: JobContext) -> None:
+    """An uncaught exception's last traceback line reaches the error message."""
+    script = _script(ctx, "import json\njson.loads('{nope')\n")
+    with pytest.raises(UserCodeError, match="JSONDecodeError"):
+        run_script(script, ctx, timeout=30)
+
+
+def test_no_outputs_is_a_user_code_error(ctx: JobContext) -> None:
+    """A script that exits 0 without writing anything to the output dir fails."""
+    script = _script(ctx, "print('did nothing')\n")
+    with pytest.raises(UserCodeError, match="produced no output files in"):
+        run_script(script, ctx, timeout=30)
+
+
+def test_missing_script_is_named(ctx: JobContext) -> None:
+    """A script path that does not exist is reported as a missing input."""
+    with pytest.raises(MissingObjectError, match=r"nope\.py"):
+        run_script(ctx.work_dir / "nope.py", ctx, timeout=30)
+
+
+def test_hanging_script_times_out(ctx: JobContext) -> None:
+    """A script running past the timeout is stopped and raises ScriptTimeoutError quickly."""
+    script = _script(ctx, "import time\ntime.sleep(60)\n")
+    started = time.monotonic()
+    with pytest.raises(ScriptTimeoutError, match=r"timed out after 0\.5 s"):
+        run_script(script, ctx, timeout=0.5, grace_s=2)
+    assert time.monotonic() - started < 3
+
+
+def test_script_ignoring_sigterm_is_killed_after_grace(ctx: JobContext) -> None:
+    """A timed-out script that ignores SIGTERM, and its children, are SIGKILLed after the grace."""
+    script = _script(
+        ctx,
+        """
+        import pathlib, signal, subprocess, sys, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        pathlib.Path("pids").write_text(f"{child.pid}")
+        time.sleep(60)
+        """,
+    )
+    started = time.monotonic()
+    with pytest.raises(ScriptTimeoutError):
+        run_script(script, ctx, timeout=1, grace_s=0.5)
+    elapsed = time.monotonic() - started
+    assert 1.4 < elapsed < 4
+    grandchild = int((ctx.work_dir / "pids").read_text())
+    deadline = time.monotonic() + 2
+    while _pid_alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _pid_alive(grandchild)
+
+
+def test_script_imports_from_package_in_work_dir(ctx: JobContext) -> None:
+    """With the work dir as cwd and on PYTHONPATH, `from package.preprocessing import *` works."""
+    package = ctx.work_dir / "package"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "preprocessing.py").write_text("def shout(s):\n    return s.upper()\n")
+    script = _script(
+        ctx,
+        """
+        import os
+        from package.preprocessing import *
+        import dsjob.context
+        out = dsjob.context.context().output_dir
+        (out / "x.txt").write_text(shout("ok") + " " + os.getcwd())
+        """,
+    )
+    # A script living outside the work dir still finds the package (PYTHONPATH, not sys.path[0]).
+    elsewhere = ctx.work_dir.parent / "elsewhere"
+    elsewhere.mkdir()
+    moved = script.rename(elsewhere / "script.py")
+    run_script(moved, ctx, timeout=30)
+    assert (ctx.output_dir / "x.txt").read_text() == f"OK {ctx.work_dir}"
+
+
+def test_extra_env_reaches_script_and_handler_is_restored(ctx: JobContext) -> None:
+    """extra_env is visible to the script, and our SIGTERM handler is gone afterwards."""
+
+    def mine(signum: int, frame: object) -> None:
+        """Stand-in for the job's own handler."""
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        script = _script(
+            ctx,
+            """
+            import os, dsjob.context as c
+            (c.context().output_dir / "e.txt").write_text(os.environ["MY_FLAG"])
+            """,
+        )
+        run_script(script, ctx, timeout=30, extra_env={"MY_FLAG": "on"})
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert (ctx.output_dir / "e.txt").read_text() == "on"
+
+
+_HELPER = """
+import sys
+from pathlib import Path
+from dsjob.context import JobContext
+from dsjob.custom import run_script
+from dsjob.errors import DsjobError
+
+work = Path(sys.argv[1])
+ctx = JobContext(work / "input.csv", None, work / "out", "run-t", work)
+try:
+    run_script(work / "script.py", ctx, timeout=60, grace_s=float(sys.argv[2]))
+except DsjobError as exc:
+    print(type(exc).__name__, exc, file=sys.stderr)
+    sys.exit(exc.exit_code)
+"""
+
+
+def _run_helper_and_sigterm(ctx: JobContext, grace_s: float) -> subprocess.CompletedProcess[str]:
+    """Start a dsjob-like process running the script, SIGTERM it once the script is up."""
+    helper = subprocess.Popen(
+        [sys.executable, "-c", _HELPER, str(ctx.work_dir), str(grace_s)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    started = ctx.work_dir / "started"
+    deadline = time.monotonic() + 10
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert started.exists(), "the script never started"
+    helper.send_signal(signal.SIGTERM)
+    out, err = helper.communicate(timeout=10)
+    return subprocess.CompletedProcess(helper.args, helper.returncode, out, err)
+
+
+def test_sigterm_is_forwarded_to_the_script(ctx: JobContext) -> None:
+    """SIGTERM to the job reaches the script, which can clean up; the job exits 143."""
+    _script(
+        ctx,
+        """
+        import pathlib, signal, sys, time
+        def stop(signum, frame):
+            pathlib.Path("got-signal").write_text(signal.Signals(signum).name)
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, stop)
+        pathlib.Path("out").mkdir(exist_ok=True)
+        pathlib.Path("out/partial.csv").write_text("half")
+        pathlib.Path("started").write_text("")
+        time.sleep(30)
+        """,
+    )
+    started = time.monotonic()
+    done = _run_helper_and_sigterm(ctx, grace_s=5)
+    assert done.returncode == 143, done.stderr
+    assert "TerminatedError" in done.stderr
+    assert "nothing published" in done.stderr
+    assert (ctx.work_dir / "got-signal").read_text() == "SIGTERM"
+    # The script exited at once, so the job did not sit out the grace period.
+    assert time.monotonic() - started < 4
+
+
+def test_sigterm_ignored_by_script_is_killed_after_grace(ctx: JobContext) -> None:
+    """A script ignoring the forwarded SIGTERM is killed after the grace; the job exits 143."""
+    _script(
+        ctx,
+        """
+        import os, pathlib, signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        pathlib.Path("pid").write_text(str(os.getpid()))
+        pathlib.Path("started").write_text("")
+        time.sleep(30)
+        """,
+    )
+    started = time.monotonic()
+    done = _run_helper_and_sigterm(ctx, grace_s=0.5)
+    assert done.returncode == 143, done.stderr
+    assert time.monotonic() - started < 4
+    assert not _pid_alive(int((ctx.work_dir / "pid").read_text()))
+
+
+def test_sigterm_outside_main_thread_is_not_hooked(ctx: JobContext) -> None:
+    """run_script from a worker thread still works (no signal handler can be installed there)."""
+    script = _script(
+        ctx, "import dsjob.context as c\n(c.context().output_dir / 'o').write_text('1')\n"
+    )
+    results: list[ScriptResult] = []
+    worker = threading.Thread(target=lambda: results.append(run_script(script, ctx, timeout=30)))
+    worker.start()
+    worker.join(timeout=10)
+    assert len(results) == 1
+    assert results[0].output_files == [ctx.output_dir / "o"]
