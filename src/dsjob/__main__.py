@@ -1,0 +1,5 @@
+"""`python -m dsjob` runs the CLI."""
+
+from dsjob.cli import main
+
+raise SystemExit(main())

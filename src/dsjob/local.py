@@ -1,0 +1,185 @@
+"""The embedded AWS: a moto server on loopback that real boto3 talks to, seeded with a job."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+from dsjob.config import DEFAULT_PREFIX
+from dsjob.errors import ConfigError
+
+if TYPE_CHECKING:
+    import argparse
+    from types import FrameType
+
+    from dsjob.aws import Clients
+
+LOGGER = logging.getLogger(__name__)
+
+INPUT_BUCKET = "dsjob-input"
+OUTPUT_BUCKET = "dsjob-output"
+ARTIFACT_BUCKET = "dsjob-artifacts"
+INPUT_KEY = "raw/members.csv"
+SCRIPT_KEY = "jobs/script.py"
+PACKAGE_KEY = "jobs/package.tar.gz"
+# moto accepts any credentials; these keep boto3 from looking for a real profile.
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@dataclass
+class LocalAws:
+    """A running moto server; `endpoint_url` is what AWS_ENDPOINT_URL should say."""
+
+    server: Any
+    endpoint_url: str
+
+    def stop(self) -> None:
+        """Shut the server down."""
+        self.server.stop()
+
+    def __enter__(self) -> Self:
+        """Use as a context manager: stopped on exit."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Stop the server."""
+        self.stop()
+
+
+def start(host: str = "127.0.0.1", port: int = 0) -> LocalAws:
+    """Start moto's server in a thread (port 0: a free port) and point this process at it.
+
+    Sets AWS_ENDPOINT_URL and, where unset, dummy credentials and a region in
+    `os.environ`, so every boto3 client made afterwards talks to the emulator.
+    """
+    try:
+        from moto.server import ThreadedMotoServer  # noqa: PLC0415 - dev dependency
+    except ImportError as exc:
+        raise ConfigError(
+            "the embedded AWS needs the dev dependencies (moto[server]): run `make setup`"
+        ) from exc
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server.start()
+    bound_host, bound_port = server.get_host_and_port()
+    endpoint = f"http://{bound_host}:{bound_port}"
+    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    for name, value in FAKE_CREDENTIALS.items():
+        os.environ.setdefault(name, value)
+    LOGGER.info("embedded AWS started", extra={"endpoint": endpoint})
+    return LocalAws(server, endpoint)
+
+
+def seed(
+    clients: Clients,
+    *,
+    rows: int = 1228,
+    random_seed: int = 7,
+    script_dir: Path | None = None,
+    prefix: str = DEFAULT_PREFIX,
+) -> dict[str, str]:
+    """Create the buckets, the SSM parameters and the sample input (and script + package).
+
+    Args:
+        clients: AWS clients pointed at the emulator.
+        rows: sample rows to generate.
+        random_seed: seed of the generator (same seed, same file).
+        script_dir: holds script.py and package/ to upload; None runs the built-in step.
+        prefix: the SSM parameter prefix.
+
+    Returns:
+        The parameters written, by short name.
+    """
+    from dsjob.sample import write_members_csv  # noqa: PLC0415
+
+    s3, ssm = clients.s3, clients.ssm
+    for bucket in (INPUT_BUCKET, OUTPUT_BUCKET, ARTIFACT_BUCKET):
+        s3.create_bucket(Bucket=bucket)
+    params = {
+        "input-bucket": INPUT_BUCKET,
+        "output-bucket": OUTPUT_BUCKET,
+        "artifact-bucket": ARTIFACT_BUCKET,
+        "input-key": INPUT_KEY,
+        "output-prefix": "processed/",
+        "output-format": "parquet",
+        "keep-outputs": "0",
+    }
+    with tempfile.TemporaryDirectory(prefix="dsjob-seed-") as tmp:
+        csv = Path(tmp) / "members.csv"
+        write_members_csv(csv, rows, seed=random_seed)
+        s3.upload_file(str(csv), INPUT_BUCKET, INPUT_KEY)
+        if script_dir is not None:
+            params.update(_upload_script(clients, script_dir, Path(tmp)))
+    stale = [f"{prefix}/{k}" for k in ("script-key", "package-key") if k not in params]
+    if stale:  # re-seeding without a script switches back to the built-in step
+        ssm.delete_parameters(Names=stale)
+    for name, value in params.items():
+        ssm.put_parameter(Name=f"{prefix}/{name}", Value=value, Type="String", Overwrite=True)
+    LOGGER.info("seeded", extra={"rows": rows, "input": f"s3://{INPUT_BUCKET}/{INPUT_KEY}"})
+    return params
+
+
+def _upload_script(clients: Clients, script_dir: Path, tmp: Path) -> dict[str, str]:
+    script = script_dir / "script.py"
+    if not script.is_file():
+        raise ConfigError(f"--with-script: {script} does not exist")
+    clients.s3.upload_file(str(script), ARTIFACT_BUCKET, SCRIPT_KEY)
+    params = {"script-key": SCRIPT_KEY}
+    package = script_dir / "package"
+    if package.is_dir():
+        from dsjob.archive import build_package  # noqa: PLC0415
+
+        archive = tmp / "package.tar.gz"
+        build_package(package, archive)
+        clients.s3.upload_file(str(archive), ARTIFACT_BUCKET, PACKAGE_KEY)
+        params["package-key"] = PACKAGE_KEY
+    return params
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        del signum, frame
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    while not stop.wait(0.5):
+        pass
+
+
+def main(args: argparse.Namespace) -> int:
+    """`dsjob local run|serve|seed`."""
+    from dsjob.aws import Clients  # noqa: PLC0415
+
+    script_dir = Path(args.with_script) if args.with_script else None
+    if args.local_command == "seed":
+        if not os.environ.get("AWS_ENDPOINT_URL"):
+            raise ConfigError("dsjob local seed needs AWS_ENDPOINT_URL (see `dsjob local serve`)")
+        seed(Clients(), rows=args.rows, random_seed=args.seed, script_dir=script_dir)
+        return 0
+    with start(args.host, args.port) as aws:
+        seed(Clients(), rows=args.rows, random_seed=args.seed, script_dir=script_dir)
+        if args.local_command == "serve":
+            print(f"export AWS_ENDPOINT_URL={aws.endpoint_url}", flush=True)
+            creds = " ".join(f"{k}={os.environ[k]}" for k in FAKE_CREDENTIALS)
+            print(f"export {creds}", flush=True)
+            print("# embedded AWS is up; Ctrl-C to stop", file=sys.stderr, flush=True)
+            _wait_for_signal()
+            return 0
+        from dsjob.cli import print_summary, run_from_flags  # noqa: PLC0415
+
+        summary = run_from_flags({}, progress=False)
+        print_summary(summary)
+        return 0
