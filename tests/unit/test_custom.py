@@ -66,8 +66,8 @@ def test_success_returns_outputs_and_logs_lines(
         ctx,
         """
         import sys
-        import dsjob.context as c
-        job = c.context()
+        import dsjob
+        job = dsjob.context()
         print("rows:", len(job.input_path.read_text().splitlines()))
         print("a warning", file=sys.stderr)
         (job.output_dir / "result.csv").write_text(job.run_id)
@@ -179,8 +179,8 @@ def test_script_imports_from_package_in_work_dir(ctx: JobContext) -> None:
         """
         import os
         from package.preprocessing import *
-        import dsjob.context
-        out = dsjob.context.context().output_dir
+        import dsjob
+        out = dsjob.context().output_dir
         (out / "x.txt").write_text(shout("ok") + " " + os.getcwd())
         """,
     )
@@ -203,8 +203,8 @@ def test_extra_env_reaches_script_and_handler_is_restored(ctx: JobContext) -> No
         script = _script(
             ctx,
             """
-            import os, dsjob.context as c
-            (c.context().output_dir / "e.txt").write_text(os.environ["MY_FLAG"])
+            import os, dsjob
+            (dsjob.context().output_dir / "e.txt").write_text(os.environ["MY_FLAG"])
             """,
         )
         run_script(script, ctx, timeout=30, extra_env={"MY_FLAG": "on"})
@@ -296,9 +296,7 @@ def test_sigterm_ignored_by_script_is_killed_after_grace(ctx: JobContext) -> Non
 
 def test_sigterm_outside_main_thread_is_not_hooked(ctx: JobContext) -> None:
     """run_script from a worker thread still works (no signal handler can be installed there)."""
-    script = _script(
-        ctx, "import dsjob.context as c\n(c.context().output_dir / 'o').write_text('1')\n"
-    )
+    script = _script(ctx, "import dsjob\n(dsjob.context().output_dir / 'o').write_text('1')\n")
     results: list[ScriptResult] = []
     worker = threading.Thread(target=lambda: results.append(run_script(script, ctx, timeout=30)))
     worker.start()
