@@ -19,6 +19,7 @@ LOGGER = logging.getLogger(__name__)
 DEFAULT_REGION = "us-east-1"
 # Adaptive mode adds client-side rate limiting on top of standard retries: the job
 # backs off on throttling instead of failing, and only then exits "transient".
+# AWS_MAX_ATTEMPTS overrides it, as it does for any boto3 client.
 MAX_ATTEMPTS = 8
 
 _TRANSIENT_CODES = frozenset(
@@ -62,8 +63,9 @@ class Clients:
                 or os.environ.get("AWS_DEFAULT_REGION")
                 or DEFAULT_REGION
             )
+            attempts = int(os.environ.get("AWS_MAX_ATTEMPTS") or MAX_ATTEMPTS)
             config = Config(
-                retries={"mode": "adaptive", "max_attempts": MAX_ATTEMPTS},
+                retries={"mode": "adaptive", "max_attempts": attempts},
                 connect_timeout=10,
                 read_timeout=60,
             )

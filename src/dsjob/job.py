@@ -23,6 +23,8 @@ from dsjob.storage import LocalStore, OutputStore, S3Store, fetch, is_s3, sha256
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from mypy_boto3_s3 import S3Client
+
     from dsjob.aws import Clients
     from dsjob.config import JobConfig, Location
     from dsjob.storage import FetchedFile
