@@ -303,3 +303,41 @@ def test_sigterm_outside_main_thread_is_not_hooked(ctx: JobContext) -> None:
     worker.join(timeout=10)
     assert len(results) == 1
     assert results[0].output_files == [ctx.output_dir / "o"]
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_example_script_runs_without_pyarrow(ctx: JobContext, tmp_path: Path) -> None:
+    """examples/script.py + the packed examples/package clean the sample data with no pyarrow."""
+    from dsjob.archive import build_package, safe_extract  # noqa: PLC0415
+    from dsjob.sample import write_members_csv  # noqa: PLC0415
+
+    write_members_csv(ctx.input_path, 300, seed=7)
+    tarball = tmp_path / "package.tar.gz"
+    build_package(EXAMPLES / "package", tarball)
+    safe_extract(tarball, ctx.work_dir)
+    # The production image has no pyarrow: make it unimportable for the script.
+    blocker = tmp_path / "no-pyarrow" / "pyarrow"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('pyarrow is not in the runtime')\n")
+    result = run_script(
+        EXAMPLES / "script.py",
+        ctx,
+        timeout=60,
+        extra_env={"PYTHONPATH": f"{ctx.work_dir}{os.pathsep}{blocker.parent}"},
+    )
+    assert result.output_files == [ctx.output_dir / "members_clean.parquet"]
+    import duckdb  # noqa: PLC0415
+
+    found = duckdb.execute(
+        "SELECT count(*), count(DISTINCT id), count(*) - count(id), min(joined_year) "
+        "FROM read_parquet(?)",
+        [str(result.output_files[0])],
+    ).fetchone()
+    assert found is not None
+    rows, ids, nulls, years = found
+    assert 250 < rows < 300, "null ids and duplicates are dropped"
+    assert ids == rows
+    assert nulls == 0
+    assert years >= 2015
