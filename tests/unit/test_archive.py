@@ -301,7 +301,7 @@ def s3() -> Iterator[S3Client]:
         endpoint_url=f"http://{host}:{port}",
         region_name="us-east-1",
         aws_access_key_id="testing",
-        aws_secret_access_key="testing",  # noqa: S106 -- moto's fake credentials
+        aws_secret_access_key="testing",
     )
     client.create_bucket(Bucket="dsjob-artifacts")
     yield client
