@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Build the dsjob images (docker/Dockerfile) with docker or podman, tag and size them.
+#   scripts/build-ml-container.sh [--target dev|production] [--slim] [--with-ml]
+#       [--platform P ...] [--tag TAG ...] [--base-image IMG] [--push] [--no-cache] [--dry-run]
+#   --target T        dev (default) or production (alias: prod)
+#   --slim            dev without JupyterLab and ML extras (requirements-dev-slim.lock)
+#   --with-ml         production with the ml extra (requirements-ml.lock)
+#   --platform P      repeatable or comma-separated (linux/amd64,linux/arm64): buildx / podman manifest
+#   --tag TAG         extra tag, repeatable (NAME:TAG, or just TAG under IMAGE_NAME)
+#   --base-image IMG  base image (also env BASE_IMAGE; default from config/versions.conf)
+#   --push            push to REGISTRY, or ECR resolved from the AWS account/region (scripts/push-ecr.sh)
+#   --push-force      push even with uncommitted changes (passed to push-ecr.sh as --force)
+#   --no-cache        build without the layer cache
+#   --dry-run         print the engine commands instead of running them
+# Engine: CONTAINER_ENGINE, else docker when a daemon answers, else podman. Tags:
+# IMAGE_NAME:<version>-<git sha>[-flavour] plus the moving tag IMAGE_NAME:dev|dev-slim|prod|prod-ml.
+# Progress goes to stderr; the last line on stdout is the versioned image reference.
+set -euo pipefail
+usage() { sed -n '2,18s/^# \{0,1\}//p' "$0"; }
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+env_base_image=${BASE_IMAGE:-}
+env_image_name=${IMAGE_NAME:-}
+# shellcheck disable=SC1091  # a KEY=value file, not a script shellcheck is given
+. config/versions.conf
+base_image=${env_base_image:-$BASE_IMAGE}
+image_name=${env_image_name:-$IMAGE_NAME}
+
+target=dev
+slim=0
+with_ml=0
+push=0
+push_force=0
+no_cache=0
+dry_run=0
+platforms=()
+extra_tags=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --target) target=${2:?--target needs a value}; shift 2 ;;
+    --target=*) target=${1#*=}; shift ;;
+    --slim) slim=1; shift ;;
+    --with-ml) with_ml=1; shift ;;
+    --platform) IFS=, read -r -a p <<<"${2:?--platform needs a value}"; platforms+=("${p[@]}"); shift 2 ;;
+    --platform=*) IFS=, read -r -a p <<<"${1#*=}"; platforms+=("${p[@]}"); shift ;;
+    --tag) extra_tags+=("${2:?--tag needs a value}"); shift 2 ;;
+    --tag=*) extra_tags+=("${1#*=}"); shift ;;
+    --base-image) base_image=${2:?--base-image needs a value}; shift 2 ;;
+    --base-image=*) base_image=${1#*=}; shift ;;
+    --push) push=1; shift ;;
+    --push-force) push=1; push_force=1; shift ;;
+    --no-cache) no_cache=1; shift ;;
+    --dry-run) dry_run=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
+  esac
+done
+
+case "$target" in
+  dev) stage=dev ;;
+  production|prod) target=production; stage=prod ;;
+  *) echo "--target must be dev or production, not '$target'" >&2; exit 2 ;;
+esac
+if [ "$slim" = 1 ] && [ "$stage" != dev ]; then echo "--slim applies to --target dev" >&2; exit 2; fi
+if [ "$with_ml" = 1 ] && [ "$stage" != prod ]; then echo "--with-ml applies to --target production" >&2; exit 2; fi
+
+if [ -n "${CONTAINER_ENGINE:-}" ]; then
+  engine=$CONTAINER_ENGINE
+elif command -v docker >/dev/null 2>&1 && timeout 10 docker info >/dev/null 2>&1; then
+  engine=docker
+else
+  engine=podman
+fi
+engine_name=$(basename "$engine")
+
+version=$(awk -F'"' '/^version *=/ {print $2; exit}' pyproject.toml)
+sha=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+source_url=$(git remote get-url origin 2>/dev/null || echo unknown)
+build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+
+flavour=""
+moving=prod
+prod_lock=requirements.lock
+dev_lock=requirements-dev.lock
+if [ "$stage" = dev ]; then
+  flavour=-dev; moving=dev
+  if [ "$slim" = 1 ]; then flavour=-dev-slim; moving=dev-slim; dev_lock=requirements-dev-slim.lock; fi
+elif [ "$with_ml" = 1 ]; then
+  flavour=-ml; moving=prod-ml; prod_lock=requirements-ml.lock
+fi
+versioned="$image_name:$version-$sha$flavour"
+tags=("$versioned" "$image_name:$moving")
+for t in "${extra_tags[@]}"; do
+  case "$t" in *:*) tags+=("$t") ;; *) tags+=("$image_name:$t") ;; esac
+done
+
+cmd=("$engine")
+multi=0
+[ "${#platforms[@]}" -gt 1 ] && multi=1
+if [ "$engine_name" = docker ]; then
+  cmd+=(buildx build)
+  # A multi-platform result cannot be loaded into the local image store: push it.
+  if [ "$multi" = 1 ]; then
+    [ "$push" = 1 ] || { echo "docker: more than one --platform needs --push" >&2; exit 2; }
+  else
+    cmd+=(--load)
+  fi
+else
+  cmd+=(build)
+  # podman's default OCI format drops HEALTHCHECK; docker format keeps it.
+  cmd+=(--format docker)
+fi
+cmd+=(--file docker/Dockerfile --target "$stage")
+cmd+=(--build-arg "BASE_IMAGE=$base_image")
+cmd+=(--build-arg "UV_VERSION=$UV_VERSION")
+cmd+=(--build-arg "DUCKDB_CLI_VERSION=$DUCKDB_CLI_VERSION")
+cmd+=(--build-arg "PROD_LOCK=$prod_lock" --build-arg "DEV_LOCK=$dev_lock")
+cmd+=(--build-arg "BUILD_DATE=$build_date" --build-arg "VCS_REF=$revision")
+cmd+=(--build-arg "VERSION=$version" --build-arg "SOURCE_URL=$source_url")
+cmd+=(--build-arg "IMAGE_TITLE=$image_name")
+[ -n "${PYTHON:-}" ] && cmd+=(--build-arg "PYTHON=$PYTHON")
+# A private index or PyPI mirror configured on this machine is used inside the build too.
+index_url=${UV_DEFAULT_INDEX:-${UV_INDEX_URL:-${PIP_INDEX_URL:-}}}
+[ -n "$index_url" ] && cmd+=(--build-arg "INDEX_URL=$index_url")
+# The CA bundle (corporate proxy, egress interception) as a build secret: only the
+# RUN steps that download mount it, and it never lands in a layer.
+ca_bundle=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+[ -f "$ca_bundle" ] && cmd+=(--secret "id=ca,src=$ca_bundle")
+[ "$no_cache" = 1 ] && cmd+=(--no-cache)
+if [ "${#platforms[@]}" -gt 0 ]; then
+  platform_list=$(IFS=,; echo "${platforms[*]}")
+  cmd+=(--platform "$platform_list")
+fi
+if [ "$engine_name" != docker ] && [ "$multi" = 1 ]; then
+  # podman: one manifest list holding an image per platform.
+  cmd+=(--manifest "$versioned")
+else
+  for t in "${tags[@]}"; do cmd+=(--tag "$t"); done
+fi
+if [ "$engine_name" = docker ] && [ "$push" = 1 ] && [ "$multi" = 1 ]; then
+  registry=${REGISTRY:?docker multi-platform push needs REGISTRY (buildx pushes while building)}
+  cmd+=(--push)
+  for t in "${tags[@]}"; do cmd+=(--tag "$registry/$t"); done
+fi
+cmd+=(.)
+
+show() { printf '%q ' "$@" | sed 's/ $//'; echo; }
+
+if [ "$dry_run" = 1 ]; then
+  show "${cmd[@]}"
+  if [ "$engine_name" != docker ] && [ "$multi" = 1 ]; then
+    for t in "${tags[@]:1}"; do show "$engine" tag "$versioned" "$t"; done
+  fi
+  if [ "$push" = 1 ] && ! { [ "$engine_name" = docker ] && [ "$multi" = 1 ]; }; then
+    push_args=(--dry-run)
+    [ "$push_force" = 1 ] && push_args+=(--force)
+    CONTAINER_ENGINE=$engine "$root/scripts/push-ecr.sh" "${push_args[@]}" "${tags[@]}"
+  fi
+  echo "$versioned"
+  exit 0
+fi
+
+echo "building $versioned (target $stage, base $base_image, engine $engine_name)" >&2
+start=$(date +%s)
+"${cmd[@]}" >&2
+elapsed=$(( $(date +%s) - start ))
+if [ "$engine_name" != docker ] && [ "$multi" = 1 ]; then
+  for t in "${tags[@]:1}"; do "$engine" tag "$versioned" "$t" >&2; done
+fi
+
+if [ "$multi" = 0 ]; then
+  size=$("$engine" image inspect --format '{{.Size}}' "$versioned")
+  echo "built $versioned in ${elapsed} s; image size: $(( size / 1000000 )) MB ($size bytes)" >&2
+else
+  echo "built $versioned for ${platform_list} in ${elapsed} s" >&2
+fi
+
+if [ "$push" = 1 ] && ! { [ "$engine_name" = docker ] && [ "$multi" = 1 ]; }; then
+  push_args=()
+  [ "$push_force" = 1 ] && push_args+=(--force)
+  CONTAINER_ENGINE=$engine "$root/scripts/push-ecr.sh" "${push_args[@]}" "${tags[@]}" >&2
+fi
+echo "$versioned"
