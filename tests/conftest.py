@@ -66,6 +66,8 @@ class LocalServe:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def start_local_serve(*args: str) -> LocalServe:
