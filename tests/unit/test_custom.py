@@ -141,7 +141,7 @@ def test_hanging_script_times_out(ctx: JobContext) -> None:
     started = time.monotonic()
     with pytest.raises(ScriptTimeoutError, match=r"timed out after 0\.5 s"):
         run_script(script, ctx, timeout=0.5, grace_s=2)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 5, "stopped at the timeout, not at sleep(60)"
 
 
 def test_script_ignoring_sigterm_is_killed_after_grace(ctx: JobContext) -> None:
@@ -160,7 +160,7 @@ def test_script_ignoring_sigterm_is_killed_after_grace(ctx: JobContext) -> None:
     with pytest.raises(ScriptTimeoutError):
         run_script(script, ctx, timeout=1, grace_s=0.5)
     elapsed = time.monotonic() - started
-    assert 1.4 < elapsed < 4
+    assert 1.4 < elapsed < 8, "SIGKILL follows SIGTERM after the 0.5 s grace"
     grandchild = int((ctx.work_dir / "pids").read_text())
     deadline = time.monotonic() + 2
     while _pid_alive(grandchild) and time.monotonic() < deadline:
@@ -243,9 +243,17 @@ def _run_helper_and_sigterm(ctx: JobContext, grace_s: float) -> subprocess.Compl
     deadline = time.monotonic() + 10
     while not started.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert started.exists(), "the script never started"
+    if not started.exists():
+        helper.kill()
+        _, err = helper.communicate()
+        pytest.fail(f"the script never started: {err}")
     helper.send_signal(signal.SIGTERM)
-    out, err = helper.communicate(timeout=10)
+    try:
+        out, err = helper.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        helper.kill()
+        helper.communicate()
+        raise
     return subprocess.CompletedProcess(helper.args, helper.returncode, out, err)
 
 
@@ -266,13 +274,13 @@ def test_sigterm_is_forwarded_to_the_script(ctx: JobContext) -> None:
         """,
     )
     started = time.monotonic()
-    done = _run_helper_and_sigterm(ctx, grace_s=5)
+    done = _run_helper_and_sigterm(ctx, grace_s=20)
     assert done.returncode == 143, done.stderr
     assert "TerminatedError" in done.stderr
     assert "nothing published" in done.stderr
     assert (ctx.work_dir / "got-signal").read_text() == "SIGTERM"
-    # The script exited at once, so the job did not sit out the grace period.
-    assert time.monotonic() - started < 4
+    # The script exited at once, so the job did not sit out the 20 s grace period.
+    assert time.monotonic() - started < 10
 
 
 def test_sigterm_ignored_by_script_is_killed_after_grace(ctx: JobContext) -> None:
@@ -290,7 +298,7 @@ def test_sigterm_ignored_by_script_is_killed_after_grace(ctx: JobContext) -> Non
     started = time.monotonic()
     done = _run_helper_and_sigterm(ctx, grace_s=0.5)
     assert done.returncode == 143, done.stderr
-    assert time.monotonic() - started < 4
+    assert time.monotonic() - started < 8
     assert not _pid_alive(int((ctx.work_dir / "pid").read_text()))
 
 
