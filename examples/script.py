@@ -7,7 +7,6 @@ published. Locally: ``dsjob run --input data.csv --output-dir out/ --script
 examples/script.py --package examples/package``.
 """
 
-# ruff: noqa: INP001 -- a standalone script, run as a file and never imported
 
 from __future__ import annotations
 
