@@ -1,0 +1,265 @@
+"""Tests for the built-in DuckDB step (dsjob.processing) and the sample generator."""
+
+# SQL text is this module's product: identifiers and literals go through quoting
+# helpers (or are generated here), never raw user strings.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from dsjob.errors import ConfigError, MalformedInputError, UserCodeError
+from dsjob.processing import (
+    ProcessSettings,
+    default_memory_limit,
+    default_threads,
+    run_builtin,
+)
+from dsjob.sample import write_members_csv
+
+pytestmark = pytest.mark.unit
+
+MESSY = (
+    "id,name,score,joined,flag,note\n"
+    '1,  Anna ,1.5,2024-01-02 03:04:05,yes,"a, b"\n'
+    "2,Bram,,2024-01-03 00:00:00,no,\n"
+    '1,  Anna ,1.5,2024-01-02 03:04:05,yes,"a, b"\n'  # exact duplicate of line 2
+    ",Chloe,2.5,2024-01-04 00:00:00,yes,x\n"  # NULL id
+    "  ,Daan,3.5,2024-01-05 00:00:00,no,y\n"  # blank id is NULL too
+    '3,"",4.5,2024-01-06 00:00:00,no,   \n'
+)
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def rows(path: Path, order: str = "") -> list[tuple[Any, ...]]:
+    reader = "read_parquet" if path.suffix == ".parquet" else "read_csv"
+    with duckdb.connect() as con:
+        return con.execute(f"SELECT * FROM {reader}('{path}') {order}").fetchall()
+
+
+def test_cleans_trims_and_deduplicates(tmp_path: Path) -> None:
+    """Strings are trimmed, empties become NULL, NULL ids and exact duplicates are dropped."""
+    src = write(tmp_path / "in.csv", MESSY)
+    result = run_builtin(src, tmp_path / "out", ProcessSettings())
+    assert result.rows_in == 6
+    assert result.rows_out == 3
+    assert result.dropped == {"null_id": 2, "duplicate": 1, "malformed": 0}
+    assert result.files == (tmp_path / "out" / "data.parquet",)
+    got = rows(result.files[0], "ORDER BY id")
+    assert got == [
+        (1, "Anna", 1.5, dt.datetime(2024, 1, 2, 3, 4, 5), True, "a, b"),  # noqa: DTZ001
+        (2, "Bram", None, dt.datetime(2024, 1, 3), False, None),  # noqa: DTZ001
+        (3, None, 4.5, dt.datetime(2024, 1, 6), False, None),  # noqa: DTZ001
+    ]
+
+
+def test_infers_types_after_trimming(tmp_path: Path) -> None:
+    """Padded numbers, dates and timestamps get real types, and '2.5' never becomes an integer."""
+    src = write(
+        tmp_path / "in.csv",
+        "id,n,x,d,t,s\n 1 , 2.5 , 7 , 2024-01-01 ,2024-01-01 10:00:00 ,  hi \n2,3,8,,,\n",
+    )
+    result = run_builtin(src, tmp_path / "out", ProcessSettings())
+    assert result.columns == {
+        "id": "BIGINT",
+        "n": "DOUBLE",
+        "x": "BIGINT",
+        "d": "DATE",
+        "t": "TIMESTAMP",
+        "s": "VARCHAR",
+    }
+    assert rows(result.files[0], "ORDER BY id")[0] == (
+        1,
+        2.5,
+        7,
+        dt.date(2024, 1, 1),
+        dt.datetime(2024, 1, 1, 10),  # noqa: DTZ001
+        "hi",
+    )
+
+
+def test_missing_id_column_only_deduplicates(tmp_path: Path) -> None:
+    """Without the id column no row is dropped for a NULL id; duplicates still are."""
+    src = write(tmp_path / "in.csv", "name,city\na,x\n,y\na,x\n")
+    result = run_builtin(src, tmp_path / "out", ProcessSettings())
+    assert (result.rows_in, result.rows_out) == (3, 2)
+    assert result.dropped == {"null_id": 0, "duplicate": 1, "malformed": 0}
+
+
+def test_custom_id_column(tmp_path: Path) -> None:
+    """The configured id column is the one whose NULLs are dropped."""
+    src = write(tmp_path / "in.csv", "id,member_no\n1,\n2,b\n,c\n")
+    result = run_builtin(src, tmp_path / "out", ProcessSettings(id_column="member_no"))
+    assert rows(result.files[0], "ORDER BY member_no") == [(2, "b"), (None, "c")]
+    assert result.dropped["null_id"] == 1
+
+
+def test_both_formats_and_dataset_name(tmp_path: Path) -> None:
+    """Parquet and CSV outputs are named after the dataset and hold the same rows."""
+    src = write(tmp_path / "in.csv", MESSY)
+    settings = ProcessSettings(output_formats=("csv", "parquet"), dataset="members")
+    result = run_builtin(src, tmp_path / "out", settings)
+    parquet, csv = tmp_path / "out" / "members.parquet", tmp_path / "out" / "members.csv"
+    assert result.files == (parquet, csv)
+    assert sorted(rows(parquet)) == sorted(rows(csv))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "members.csv",
+        "members.parquet",
+    ]
+    assert csv.read_text(encoding="utf-8").startswith("id,name,score,joined,flag,note\n")
+
+
+def test_parquet_output_is_zstd(tmp_path: Path) -> None:
+    """The Parquet file is zstd-compressed."""
+    src = write(tmp_path / "in.csv", MESSY)
+    out = run_builtin(src, tmp_path / "out", ProcessSettings()).files[0]
+    with duckdb.connect() as con:
+        meta = con.execute(f"SELECT compression FROM parquet_metadata('{out}')").fetchall()
+    codecs = {r[0] for r in meta}
+    assert codecs == {"ZSTD"}
+
+
+def test_parquet_input_detected_by_magic(tmp_path: Path) -> None:
+    """A Parquet file is read as Parquet whatever its name, and cleaned the same way."""
+    src = tmp_path / "input.dat"
+    with duckdb.connect() as con:
+        con.execute(
+            f"COPY (SELECT * FROM (VALUES (1, ' a '), (1, 'a'), (NULL, 'b'), (2, '')) t(id, v)) "
+            f"TO '{src}' (FORMAT parquet)"
+        )
+    result = run_builtin(src, tmp_path / "out", ProcessSettings())
+    assert rows(result.files[0], "ORDER BY id") == [(1, "a"), (2, None)]
+    assert result.dropped == {"null_id": 1, "duplicate": 1, "malformed": 0}
+
+
+def test_transform_sql_result_is_written_in_order(tmp_path: Path) -> None:
+    """transform_sql runs against the cleaned `input` view and its ORDER BY is kept."""
+    src = write(tmp_path / "in.csv", MESSY)
+    sql = "SELECT flag, count(*) AS n FROM input GROUP BY flag ORDER BY flag DESC;"
+    result = run_builtin(src, tmp_path / "out", ProcessSettings(transform_sql=sql))
+    assert rows(result.files[0]) == [(True, 1), (False, 2)]
+    assert result.rows_out == 2
+    assert result.dropped == {"null_id": 2, "duplicate": 1, "malformed": 0}
+    assert result.columns == {"flag": "BOOLEAN", "n": "BIGINT"}
+
+
+@pytest.mark.parametrize(
+    ("sql", "needle"),
+    [("SELEC 1", "syntax error"), ("SELECT nope FROM input", "nope")],
+)
+def test_bad_transform_is_user_code_error(tmp_path: Path, sql: str, needle: str) -> None:
+    """A transform that does not parse or bind fails as user code, naming the problem."""
+    src = write(tmp_path / "in.csv", MESSY)
+    with pytest.raises(UserCodeError, match=r"transform\.sql failed") as info:
+        run_builtin(src, tmp_path / "out", ProcessSettings(transform_sql=sql))
+    assert needle in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"", "empty"),
+        (b"  \n\n", "empty"),
+        (b"id,name\n", "header only"),
+        (b"id,name\n1,a\n2,b,c\n3,d\n", "line 3.*Expected Number of Columns: 2 Found: 3"),
+        (b"id,name\n1,a\n2,b\n3\n4,d\n", "line 4"),
+        (b"id,name\n1,a\n2,\xff\xfeb\n3,d\n", "line 3.*not utf-8"),
+    ],
+    ids=["empty", "blank-lines", "header-only", "too-many-columns", "too-few-columns", "encoding"],
+)
+def test_malformed_input_names_the_problem(tmp_path: Path, content: bytes, match: str) -> None:
+    """Malformed CSV fails with MalformedInputError naming the line, never a DuckDB dump."""
+    src = write(tmp_path / "in.csv", content)
+    with pytest.raises(MalformedInputError, match=match) as info:
+        run_builtin(src, tmp_path / "out", ProcessSettings())
+    message = str(info.value)
+    assert "Possible Solution" not in message
+    assert "\n" not in message
+
+
+def test_skip_policy_counts_malformed_rows(tmp_path: Path) -> None:
+    """With on_bad_rows=skip, ragged rows are dropped and counted as malformed."""
+    src = write(tmp_path / "in.csv", "id,name\n1,a\n2,b,c\n1,a\n4,d\n")
+    result = run_builtin(src, tmp_path / "out", ProcessSettings(on_bad_rows="skip"))
+    assert (result.rows_in, result.rows_out) == (4, 2)
+    assert result.dropped == {"null_id": 0, "duplicate": 1, "malformed": 1}
+    assert rows(result.files[0], "ORDER BY id") == [(1, "a"), (4, "d")]
+
+
+def test_invalid_settings_reported_together(tmp_path: Path) -> None:
+    """Every invalid setting is named in one ConfigError."""
+    src = write(tmp_path / "in.csv", MESSY)
+    bad = ProcessSettings(output_formats=("xlsx",), on_bad_rows="ignore", threads=0, dataset="../x")
+    with pytest.raises(ConfigError) as info:
+        run_builtin(src, tmp_path / "out", bad)
+    for needle in ("output formats", "on-bad-rows", "threads", "dataset"):
+        assert needle in str(info.value)
+
+
+def test_memory_bounded_run_spills_and_matches(tmp_path: Path) -> None:
+    """Under a tight memory limit the step spills to temp_dir and gives the same counts."""
+    src = tmp_path / "members.csv"
+    write_members_csv(src, 300_000)
+    spill = tmp_path / "spill"
+    tight = run_builtin(
+        src,
+        tmp_path / "tight",
+        ProcessSettings(memory_limit="100MB", threads=2, temp_dir=spill),
+    )
+    roomy = run_builtin(src, tmp_path / "roomy", ProcessSettings(memory_limit="2GB"))
+    assert tight.rows_out == roomy.rows_out
+    assert tight.dropped == roomy.dropped
+    assert spill.is_dir()
+    with duckdb.connect() as con:
+        diff = con.execute(
+            f"SELECT count(*) FROM (SELECT * FROM '{tight.files[0]}' "
+            f"EXCEPT ALL SELECT * FROM '{roomy.files[0]}')"
+        ).fetchall()
+    assert diff == [(0,)]
+
+
+def test_default_spill_dir_is_removed(tmp_path: Path) -> None:
+    """The default spill directory beside the input does not outlive the run."""
+    src = write(tmp_path / "in.csv", MESSY)
+    run_builtin(src, tmp_path / "out", ProcessSettings())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "out"]
+
+
+def test_defaults_leave_headroom() -> None:
+    """The derived memory limit stays below physical memory and threads are at least one."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert 128 * 1024**2 <= default_memory_limit() < total
+    assert default_threads() >= 1
+
+
+def test_members_csv_is_reproducible_and_messy(tmp_path: Path) -> None:
+    """The generator is deterministic per seed and yields duplicates, NULL ids and padding."""
+    a, b, c = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "c.csv"
+    write_members_csv(a, 5_000)
+    write_members_csv(b, 5_000)
+    write_members_csv(c, 5_000, seed=8)
+    assert a.read_bytes() == b.read_bytes()
+    assert a.read_bytes() != c.read_bytes()
+    text = a.read_text(encoding="utf-8")
+    assert len(text.splitlines()) == 5_001
+    assert ',"' in text  # quoted free text with commas
+    assert "  " in text  # whitespace padding
+    result = run_builtin(a, tmp_path / "out", ProcessSettings())
+    assert result.rows_in == 5_000
+    assert result.dropped["null_id"] > 0
+    assert result.dropped["duplicate"] > 0
+    assert result.columns["joined_at"] == "TIMESTAMP"
+    assert result.columns["balance"] == "DOUBLE"
