@@ -7,7 +7,6 @@ published. Locally: ``dsjob run --input data.csv --output-dir out/ --script
 examples/script.py --package examples/package``.
 """
 
-
 from __future__ import annotations
 
 import logging
