@@ -11,7 +11,7 @@ run() { echo "--- $*" >&2; "$@" || status=1; }
 run "$bin/ruff" check .
 run "$bin/ruff" format --check .
 mapfile -t shell_scripts < <(git ls-files -co --exclude-standard '*.sh' .ci/run)
-[ "${#shell_scripts[@]}" -eq 0 ] || run "$bin/shellcheck" "${shell_scripts[@]}"
+[ "${#shell_scripts[@]}" -eq 0 ] || run "$bin/shellcheck" --external-sources "${shell_scripts[@]}"
 mapfile -t dockerfiles < <(git ls-files -co --exclude-standard '*Dockerfile*')
 [ "${#dockerfiles[@]}" -eq 0 ] || run "$bin/hadolint" "${dockerfiles[@]}"
 mapfile -t notebooks < <(git ls-files -co --exclude-standard '*.ipynb')
