@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import logging
 import os
 import stat
@@ -13,6 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from dsjob.errors import ConfigError, InputError, MissingObjectError, UnsafeArchiveError
+from dsjob.storage import sha256_file
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -24,7 +24,6 @@ __all__ = [
     "MAX_TOTAL_BYTES",
     "build_package",
     "safe_extract",
-    "sha256_file",
 ]
 
 LOGGER = logging.getLogger(__name__)
@@ -50,8 +49,6 @@ EXCLUDED_NAMES = frozenset(
     }
 )
 EXCLUDED_SUFFIXES = (".pyc", ".pyo")
-
-_CHUNK = 1 << 20
 
 
 def safe_extract(
@@ -234,14 +231,6 @@ def _extract(
     tar.extractall(root, members=members)  # noqa: S202 -- every member was checked above
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _package_files(src_dir: Path) -> list[Path]:
     """Every directory and file under src_dir that goes into the package, sorted."""
     found: list[Path] = []
@@ -316,14 +305,9 @@ def build_package(src_dir: Path, out: Path) -> str:
             else:
                 tar.addfile(info)
     tmp.replace(out)
-    digest = _sha256(out)
+    digest = sha256_file(out)
     LOGGER.info(
         "built package archive",
         extra={"source": str(src), "archive": str(out), "sha256": digest},
     )
     return digest
-
-
-def sha256_file(path: Path) -> str:
-    """Return the sha256 hex digest of a file, read in chunks."""
-    return _sha256(path)

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from dsjob.archive import build_package, sha256_file
-from dsjob.errors import ConfigError, DsjobError, MissingObjectError, TransientError
+from dsjob.archive import build_package
+from dsjob.aws import aws_errors, translate
+from dsjob.errors import ConfigError, MissingObjectError
+from dsjob.storage import sha256_file
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -21,19 +21,6 @@ LOGGER = logging.getLogger(__name__)
 
 PACKAGE_NAME = "package.tar.gz"
 SCRIPT_NAME = "script.py"
-
-# S3 error codes that mean "try again later" rather than "fix your configuration".
-_TRANSIENT_CODES = frozenset(
-    {
-        "InternalError",
-        "RequestTimeout",
-        "ServiceUnavailable",
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-    }
-)
-_CONFIG_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "NoSuchBucket"})
 
 
 @dataclass(frozen=True)
@@ -125,21 +112,11 @@ def upload_pack(
                     ChecksumSHA256=checksum,
                     Metadata={"sha256": digest},
                 )
-        except ClientError as exc:
-            raise _classify(exc, bucket, key) from exc
-        except BotoCoreError as exc:
-            raise TransientError(f"upload of s3://{bucket}/{key} failed: {exc}") from exc
+        except aws_errors() as exc:
+            error = translate(exc, f"uploading s3://{bucket}/{key}", bucket=bucket, key=key)
+            if isinstance(error, MissingObjectError):  # only the bucket can be missing on a PUT
+                error = ConfigError(f"cannot upload s3://{bucket}/{key}: no such bucket")
+            raise error from exc
         LOGGER.info("uploaded", extra={"bucket": bucket, "key": key, "sha256": digest})
         keys[key] = digest
     return keys
-
-
-def _classify(exc: ClientError, bucket: str, key: str) -> DsjobError:
-    code = exc.response.get("Error", {}).get("Code", "")
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    where = f"s3://{bucket}/{key}"
-    if code in _CONFIG_CODES:
-        return ConfigError(f"cannot upload {where}: {code} (check artifact-bucket and access)")
-    if code in _TRANSIENT_CODES or status >= 500:  # noqa: PLR2004 -- HTTP 5xx
-        return TransientError(f"upload of {where} failed: {code or status}")
-    return DsjobError(f"upload of {where} failed: {exc}")
