@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -89,11 +90,27 @@ def start_local_serve(*args: str) -> LocalServe:
     raise RuntimeError(msg)
 
 
-@pytest.fixture
-def local_aws() -> Iterator[LocalServe]:
-    """A fresh, seeded embedded AWS for one test."""
+@pytest.fixture(scope="session")
+def _serve() -> Iterator[LocalServe]:
+    """One `dsjob local serve` per session (starting moto costs seconds)."""
     server = start_local_serve()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def local_aws(_serve: LocalServe, monkeypatch: pytest.MonkeyPatch) -> LocalServe:
+    """The session's emulator, wiped (moto's reset API) and freshly seeded for this test."""
+    from dsjob import local  # noqa: PLC0415
+    from dsjob.aws import Clients  # noqa: PLC0415
+
+    with urllib.request.urlopen(
+        urllib.request.Request(f"{_serve.endpoint}/moto-api/reset", method="POST"), timeout=30
+    ) as answer:
+        assert answer.status == 200
+    monkeypatch.setenv("AWS_ENDPOINT_URL", _serve.endpoint)
+    local.seed(Clients())
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    return _serve

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from dsjob.config import S3Location
 from dsjob.errors import MalformedInputError
-from dsjob.publish import Published, manifest_key, publish
+from dsjob.publish import Published, manifest_key, prune, publish
 from dsjob.storage import LocalStore, OutputStore, S3Store, fetch, is_s3, sha256_file
 
 if TYPE_CHECKING:
@@ -328,7 +328,9 @@ def _already_published(
 
     manifest = json.loads(raw)
     outputs = tuple(Published(**o) for o in manifest.get("outputs", []))
-    LOGGER.info("run id already published; nothing to do", extra={"run_id": cfg.run_id})
+    LOGGER.info("run id already published; nothing new", extra={"run_id": cfg.run_id})
+    # A retry after a failed prune (exit 5) finishes the prune instead of publishing again.
+    prune(store, list(outputs), cfg.keep_outputs)
     counts = manifest.get("counts", {})
     return RunSummary(
         run_id=cfg.run_id,

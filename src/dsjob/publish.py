@@ -125,7 +125,7 @@ def publish(
         _rollback(store, uploaded)
         raise
     LOGGER.info("manifest written", extra={"manifest": store.uri(mkey)})
-    pruned = _prune(store, done, keep_outputs)
+    pruned = prune(store, done, keep_outputs)
     return PublishResult(tuple(done), store.uri(mkey), pruned)
 
 
@@ -153,7 +153,7 @@ def _rollback(store: OutputStore, keys: list[str]) -> None:
         LOGGER.warning("could not remove this run's partial uploads", extra={"keys": keys})
 
 
-def _prune(store: OutputStore, new: list[Published], keep: int) -> tuple[str, ...]:
+def prune(store: OutputStore, new: list[Published], keep: int) -> tuple[str, ...]:
     """Delete outputs of the same stem and extension older than the newest `keep`+1."""
     doomed: list[str] = []
     for obj in new:

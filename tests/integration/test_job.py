@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
+
 from tests.conftest import DSJOB, LocalServe
 
 if TYPE_CHECKING:

@@ -59,3 +59,6 @@ def test_failed_prune_keeps_everything(seeded: Clients) -> None:
     assert set(before) <= set(after)
     assert "processed/manifests/second.json" in after
     assert len([k for k in after if k.endswith(".parquet")]) == 2
+    # Step Functions retries exit 5 with the same run id: the retry finishes the prune.
+    assert cli.main(["run", "--run-id", "second", "--log-format", "json"]) == 0
+    assert len([k for k in keys(seeded) if k.endswith(".parquet")]) == 1
