@@ -242,10 +242,6 @@ def _run_builtin(
     records: dict[str, int | None] = {
         f.relative_to(output_dir).as_posix(): result.rows_out for f in result.files
     }
-    LOGGER.info(
-        "built-in step done",
-        extra={"rows_in": result.rows_in, "rows_out": result.rows_out, "dropped": result.dropped},
-    )
     return result.rows_in, dict(result.dropped), records
 
 
