@@ -1,0 +1,53 @@
+"""Translation of AWS failures into errors with the right exit code and message."""
+
+from __future__ import annotations
+
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+from dsjob.aws import translate
+from dsjob.errors import ConfigError, ExitCode, MissingObjectError, TransientError
+
+pytestmark = pytest.mark.unit
+
+
+def client_error(code: str, status: int) -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "GetObject",
+    )
+
+
+def test_missing_key_names_bucket_and_key() -> None:
+    """A 404 becomes an input error (exit 3) naming s3://bucket/key."""
+    error = translate(client_error("404", 404), "fetching", bucket="b", key="k/x.csv")
+    assert isinstance(error, MissingObjectError)
+    assert error.exit_code == ExitCode.INPUT
+    assert "s3://b/k/x.csv" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("code", "status"), [("SlowDown", 503), ("ThrottlingException", 400), ("Weird", 500)]
+)
+def test_throttling_and_5xx_are_transient(code: str, status: int) -> None:
+    """Throttling and server errors map to the retryable exit code 5."""
+    error = translate(client_error(code, status), "uploading", bucket="b", key="k")
+    assert isinstance(error, TransientError)
+    assert error.exit_code == ExitCode.TRANSIENT
+
+
+def test_access_denied_is_a_config_error() -> None:
+    """AccessDenied is a permissions problem (exit 2), not worth a retry."""
+    error = translate(client_error("AccessDenied", 403), "reading", bucket="b", key="k")
+    assert isinstance(error, ConfigError)
+    assert "permissions" in str(error)
+
+
+def test_connection_and_credentials() -> None:
+    """A dropped connection is transient; missing credentials say what to set."""
+    assert isinstance(
+        translate(EndpointConnectionError(endpoint_url="http://x"), "x"), TransientError
+    )
+    creds = translate(NoCredentialsError(), "reading SSM")
+    assert isinstance(creds, ConfigError)
+    assert "AWS_PROFILE" in str(creds)
