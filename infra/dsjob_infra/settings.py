@@ -1,0 +1,115 @@
+"""Deployment settings read once from CDK context into a frozen dataclass."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from typing import Any
+
+ENVIRONMENTS = ("dev", "prod")
+# Fargate's valid task sizes: vCPU units -> allowed memory (MiB) range and step.
+_FARGATE_MEMORY: dict[int, tuple[int, int, int]] = {
+    256: (512, 2048, 512),
+    512: (1024, 4096, 1024),
+    1024: (2048, 8192, 1024),
+    2048: (4096, 16384, 1024),
+    4096: (8192, 30720, 1024),
+    8192: (16384, 61440, 4096),
+    16384: (32768, 122880, 8192),
+}
+# Every context key a user may pass with `-c key=value`, mapped to its field.
+CONTEXT_KEYS = {
+    "environment": "environment",
+    "cpu": "cpu",
+    "memoryMiB": "memory_mib",
+    "ephemeralStorageGiB": "ephemeral_storage_gib",
+    "imageTag": "image_tag",
+    "repositoryName": "repository_name",
+    "paramPrefix": "param_prefix",
+    "inputKey": "input_key",
+    "outputPrefix": "output_prefix",
+    "schedule": "schedule",
+    "scheduleEnabled": "schedule_enabled",
+    "maxConcurrency": "max_concurrency",
+    "transientRetries": "transient_retries",
+    "retryIntervalSeconds": "retry_interval_seconds",
+    "logRetentionDays": "log_retention_days",
+    "keepImages": "keep_images",
+}
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """What differs between deployments; every field has a context key (``CONTEXT_KEYS``)."""
+
+    environment: str
+    cpu: int = 2048
+    memory_mib: int = 4096
+    # DuckDB spills to the work dir; 21 GiB is Fargate's free minimum, 50 leaves room for spill.
+    ephemeral_storage_gib: int = 50
+    # Tags are immutable: deploy names the tag `make ml-push` pushes (<version>-<git sha>).
+    image_tag: str = "latest"
+    repository_name: str = "ds-preprocessing"
+    param_prefix: str = "/ds/preprocessing"
+    input_key: str = "raw/members.csv"
+    output_prefix: str = "processed/"
+    # EventBridge Scheduler cron: minute hour day-of-month month day-of-week year, in UTC.
+    schedule: str = "cron(0 9 15 * ? *)"
+    schedule_enabled: bool = True
+    max_concurrency: int = 10
+    transient_retries: int = 3
+    retry_interval_seconds: int = 60
+    log_retention_days: int = 90
+    keep_images: int = 20
+
+    def __post_init__(self) -> None:
+        """Fail synth early with a message naming the bad setting."""
+        if self.environment not in ENVIRONMENTS:
+            raise ValueError(f"environment must be one of {ENVIRONMENTS}, got {self.environment!r}")
+        if self.cpu not in _FARGATE_MEMORY:
+            raise ValueError(f"cpu must be one of {sorted(_FARGATE_MEMORY)}, got {self.cpu}")
+        low, high, step = _FARGATE_MEMORY[self.cpu]
+        if not (low <= self.memory_mib <= high and (self.memory_mib - low) % step == 0):
+            raise ValueError(
+                f"memoryMiB={self.memory_mib} is not valid with cpu={self.cpu} on Fargate "
+                f"({low}..{high} in steps of {step})"
+            )
+        if not 21 <= self.ephemeral_storage_gib <= 200:  # noqa: PLR2004 - Fargate's limits
+            raise ValueError(
+                f"ephemeralStorageGiB must be 21..200, got {self.ephemeral_storage_gib}"
+            )
+        if not re.fullmatch(r"(cron|rate|at)\(.+\)", self.schedule):
+            raise ValueError(f"schedule must look like cron(...), got {self.schedule!r}")
+        if not self.param_prefix.startswith("/") or self.param_prefix.endswith("/"):
+            raise ValueError(f"paramPrefix must start and not end with '/': {self.param_prefix!r}")
+        for name in (
+            "max_concurrency",
+            "transient_retries",
+            "retry_interval_seconds",
+            "keep_images",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+    @classmethod
+    def from_context(cls, get: Any) -> PipelineSettings:  # noqa: ANN401 - node.try_get_context
+        """Build settings from a context getter (``app.node.try_get_context``).
+
+        Context given on the command line arrives as strings; each value is
+        converted to the field's declared type.
+        """
+        types = {f.name: f.type for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, name in CONTEXT_KEYS.items():
+            raw = get(key)
+            if raw is None:
+                continue
+            if types[name] == "int":
+                values[name] = int(raw)
+            elif types[name] == "bool":
+                values[name] = raw if isinstance(raw, bool) else str(raw).lower() in {"1", "true"}
+            else:
+                values[name] = str(raw)
+        if "environment" not in values:
+            raise ValueError("pass the environment: -c environment=dev (or prod)")
+        return cls(**values)
