@@ -7,7 +7,7 @@
 #     stop   removes the detached container
 #     url    prints the URL of the detached container
 # Environment: CONTAINER_ENGINE (podman|docker), DEV_IMAGE, JUPYTER_PORT (8890),
-# JUPYTER_TOKEN (generated when unset), JUPYTER_NAME (container name, detached),
+# JUPYTER_TOKEN (generated when unset), JUPYTER_NAME (container name),
 # JUPYTER_NETWORK (host|publish), AWS_ENDPOINT_URL, AWS_PROFILE, AWS_REGION.
 #
 # Files written in the container belong to you: rootless podman maps your uid
@@ -36,7 +36,7 @@ if [ -z "$engine" ]; then
   else echo "no container engine: install podman or docker (or set CONTAINER_ENGINE)" >&2; exit 1
   fi
 fi
-image=${DEV_IMAGE:-localhost/${IMAGE_NAME}:dev}
+image=${DEV_IMAGE:-${IMAGE_NAME}:dev}
 port=${JUPYTER_PORT:-8890}
 name=${JUPYTER_NAME:-dsjob-jupyter-$port}
 network=${JUPYTER_NETWORK:-host}
@@ -69,7 +69,8 @@ args=(--security-opt label=disable -w /workspace
       # The mounted sources win over the copy installed in the image: edits apply at once.
       -e PYTHONPATH=/workspace/src
       -e JUPYTER_TOKEN
-      -e MPLBACKEND=Agg)
+      # Lab settings shared with the devcontainer (no news-feed prompt).
+      -e JUPYTER_CONFIG_PATH=/workspace/.devcontainer/jupyter)
 if [ "$engine" = podman ] && [ "$(podman info --format '{{.Host.Security.Rootless}}')" = true ]; then
   args+=(--userns=keep-id)
 else
@@ -105,8 +106,11 @@ for var in AWS_PROFILE AWS_REGION AWS_DEFAULT_REGION AWS_ACCESS_KEY_ID AWS_SECRE
   [ -z "${!var:-}" ] || args+=(-e "$var")
 done
 
+# No news feed and no update check: the container may be offline, and nobody should be
+# asked for consent to fetch announcements on every start.
 lab=(jupyter lab --no-browser "--ip=$ip" "--port=$port" --ServerApp.port_retries=0
-     --ServerApp.root_dir=/workspace)
+     --ServerApp.root_dir=/workspace --LabApp.news_url=None
+     --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate)
 [ "$uid" != 0 ] || lab+=(--allow-root)
 
 case "$mode" in
@@ -119,7 +123,7 @@ case "$mode" in
     tty=(-i)
     [ -t 0 ] && tty+=(-t)
     echo "JupyterLab: $(url_for "$JUPYTER_TOKEN")" >&2
-    exec "$engine" run --rm "${tty[@]}" "${args[@]}" "$image" "${lab[@]}" ;;
+    exec "$engine" run --rm --name "$name" "${tty[@]}" "${args[@]}" "$image" "${lab[@]}" ;;
   start)
     # No --rm: the logs stay readable when the server dies; `stop` removes it.
     "$engine" rm -f "$name" >/dev/null 2>&1 || true
