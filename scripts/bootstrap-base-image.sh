@@ -24,9 +24,15 @@ while [ $# -gt 0 ]; do
   esac
 done
 tag=${tag:-localhost/debian:$suite-slim}
-engine=${CONTAINER_ENGINE:-podman}
+if [ -n "${CONTAINER_ENGINE:-}" ]; then
+  engine=$CONTAINER_ENGINE
+elif command -v docker >/dev/null 2>&1 && timeout 10 docker info >/dev/null 2>&1; then
+  engine=docker
+else
+  engine=podman
+fi
 
-if [ "$force" -eq 0 ] && "$engine" image exists "$tag" 2>/dev/null; then
+if [ "$force" -eq 0 ] && "$engine" image inspect "$tag" >/dev/null 2>&1; then
   echo "$tag already present (use --force to rebuild)" >&2
   echo "$tag"
   exit 0

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Run the prod image against the embedded AWS: the ECS task rehearsed on a laptop.
+#   docker/run-local.sh [--rows N] [--with-script] [-- EXTRA dsjob run ARGS]
+# Starts `.venv/bin/dsjob local serve` on a free loopback port, runs IMAGE (default
+# ds-preprocessing:prod) on the host network with AWS_ENDPOINT_URL pointing at it,
+# stops the server, and exits with the container's exit code. Reports the time from
+# container start to the job's first log line.
+set -euo pipefail
+usage() { sed -n '2,7s/^# \{0,1\}//p' "$0"; }
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck disable=SC1091  # a KEY=value file, not a script shellcheck is given
+. "$root/config/versions.conf"
+image=${IMAGE:-$IMAGE_NAME:prod}
+serve_args=()
+run_args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rows) serve_args+=(--rows "${2:?--rows needs a value}"); shift 2 ;;
+    --with-script) serve_args+=(--with-script); shift ;;
+    --) shift; run_args=("$@"); break ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
+  esac
+done
+if [ -n "${CONTAINER_ENGINE:-}" ]; then
+  engine=$CONTAINER_ENGINE
+elif command -v docker >/dev/null 2>&1 && timeout 10 docker info >/dev/null 2>&1; then
+  engine=docker
+else
+  engine=podman
+fi
+dsjob=${DSJOB:-$root/.venv/bin/dsjob}
+[ -x "$dsjob" ] || { echo "$dsjob not found: run 'make setup'" >&2; exit 1; }
+
+work=$(mktemp -d)
+server_pid=""
+# shellcheck disable=SC2329  # invoked by the EXIT trap
+cleanup() {
+  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
+"$dsjob" local serve --port 0 "${serve_args[@]}" >"$work/serve.out" 2>"$work/serve.err" &
+server_pid=$!
+endpoint=""
+for _ in $(seq 1 300); do
+  endpoint=$(sed -n 's/^export AWS_ENDPOINT_URL=//p' "$work/serve.out" | head -1)
+  [ -n "$endpoint" ] && break
+  kill -0 "$server_pid" 2>/dev/null || { cat "$work/serve.err" >&2; echo "dsjob local serve exited" >&2; exit 1; }
+  sleep 0.1
+done
+[ -n "$endpoint" ] || { cat "$work/serve.err" >&2; echo "dsjob local serve printed no endpoint in 30 s" >&2; exit 1; }
+echo "embedded AWS at $endpoint; running $image" >&2
+
+start=$(date +%s.%N)
+set +e
+"$engine" run --rm --network host \
+  -e AWS_ENDPOINT_URL="$endpoint" -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY \
+  -e AWS_DEFAULT_REGION -e AWS_REGION \
+  "$image" "${run_args[@]}" 2>&1 | while IFS= read -r line; do
+    if [ ! -e "$work/first" ]; then
+      : >"$work/first"
+      awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN {printf "container start -> first log line: %.2f s\n", e - s}' >"$work/first"
+    fi
+    printf '%s\n' "$line"
+  done
+status=${PIPESTATUS[0]}
+set -e
+[ -s "$work/first" ] && cat "$work/first" >&2
+exit "$status"

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Push local images to REGISTRY, or to ECR resolved from the AWS account and region.
+#   scripts/push-ecr.sh [--registry HOST[:PORT]] [--region R] [--force] [--dry-run] IMAGE[:TAG] ...
+#   REGISTRY / --registry  push there (no login unless REGISTRY_USER/REGISTRY_PASSWORD are set)
+#   otherwise              ECR: <account>.dkr.ecr.<region>.amazonaws.com, account from STS,
+#                          region from --region / AWS_REGION / AWS_DEFAULT_REGION / the profile,
+#                          login with a token from the ECR API (boto3 in .venv); the repository
+#                          (the image name) must exist (the infra stack creates it)
+#   --force                push even when the git tree has uncommitted changes
+#   --dry-run              print the engine commands (the ECR lookup still runs)
+# Engine: CONTAINER_ENGINE, else docker when a daemon answers, else podman. A podman
+# manifest list (multi-platform build) is pushed with all its images.
+# Prints each pushed reference on stdout.
+set -euo pipefail
+usage() { sed -n '2,13s/^# \{0,1\}//p' "$0"; }
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+registry=${REGISTRY:-}
+region=""
+force=0
+dry_run=0
+images=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --registry) registry=${2:?--registry needs a value}; shift 2 ;;
+    --registry=*) registry=${1#*=}; shift ;;
+    --region) region=${2:?--region needs a value}; shift 2 ;;
+    --region=*) region=${1#*=}; shift ;;
+    --force) force=1; shift ;;
+    --dry-run) dry_run=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    -*) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
+    *) images+=("$1"); shift ;;
+  esac
+done
+[ "${#images[@]}" -gt 0 ] || { echo "no image given" >&2; usage >&2; exit 2; }
+
+# An image pushed from a dirty tree carries a revision label that does not describe it.
+if [ "$force" = 0 ]; then
+  if ! git -C "$root" rev-parse --git-dir >/dev/null 2>&1; then
+    echo "not a git checkout: cannot tell what is being pushed (use --force)" >&2
+    exit 1
+  fi
+  dirty=$(git -C "$root" status --porcelain --untracked-files=normal)
+  if [ -n "$dirty" ]; then
+    echo "refusing to push: the git tree has uncommitted changes (commit them, or use --force):" >&2
+    echo "$dirty" | head -20 >&2
+    exit 1
+  fi
+fi
+
+if [ -n "${CONTAINER_ENGINE:-}" ]; then
+  engine=$CONTAINER_ENGINE
+elif command -v docker >/dev/null 2>&1 && timeout 10 docker info >/dev/null 2>&1; then
+  engine=docker
+else
+  engine=podman
+fi
+
+show() { printf '%q ' "$@" | sed 's/ $//'; echo; }
+run() {
+  if [ "$dry_run" = 1 ]; then show "$@" >&2; else "$@"; fi
+}
+
+if [ -n "$registry" ]; then
+  if [ -n "${REGISTRY_USER:-}" ]; then
+    if [ "$dry_run" = 1 ]; then
+      show "$engine" login --username "$REGISTRY_USER" --password-stdin "$registry" >&2
+    else
+      printf '%s' "${REGISTRY_PASSWORD:?REGISTRY_PASSWORD is required with REGISTRY_USER}" \
+        | "$engine" login --username "$REGISTRY_USER" --password-stdin "$registry" >&2
+    fi
+  fi
+else
+  py=${PYTHON:-$root/.venv/bin/python}
+  [ -x "$py" ] || { echo "$py not found: run 'make setup' (boto3 resolves the ECR registry)" >&2; exit 1; }
+  repos=()
+  for image in "${images[@]}"; do
+    name=${image##*/}
+    repos+=("${name%%:*}")
+  done
+  # Prints "<registry> <password>" on one line; the password goes to the engine's stdin.
+  resolved=$("$py" - "$region" "${repos[@]}" <<'PY'
+"""Resolve the ECR registry of the current AWS account/region and fetch a login token."""
+
+import base64
+import sys
+
+import boto3
+
+region = sys.argv[1] or None
+session = boto3.Session(region_name=region)
+if session.region_name is None:
+    sys.exit("no AWS region: set AWS_REGION or pass --region")
+account = session.client("sts").get_caller_identity()["Account"]
+ecr = session.client("ecr")
+for repo in sorted(set(sys.argv[2:])):
+    try:
+        ecr.describe_repositories(registryId=account, repositoryNames=[repo])
+    except ecr.exceptions.RepositoryNotFoundException:
+        sys.exit(f"ECR repository {repo!r} does not exist in {account}/{session.region_name}")
+auth = ecr.get_authorization_token(registryIds=[account])["authorizationData"][0]
+user, password = base64.b64decode(auth["authorizationToken"]).decode().split(":", 1)
+if user != "AWS":
+    sys.exit(f"unexpected ECR token user {user!r}")
+host = f"{account}.dkr.ecr.{session.region_name}.amazonaws.com"
+print(host, password)
+PY
+)
+  registry=${resolved%% *}
+  password=${resolved#* }
+  if [ "$dry_run" = 1 ]; then
+    show "$engine" login --username AWS --password-stdin "$registry" >&2
+  else
+    printf '%s' "$password" | "$engine" login --username AWS --password-stdin "$registry" >&2
+  fi
+fi
+
+for image in "${images[@]}"; do
+  # Local name without a registry prefix podman adds (localhost/) or one given.
+  local_ref=$image
+  remote="$registry/${image#localhost/}"
+  is_manifest=0
+  if [ "$(basename "$engine")" = podman ] && "$engine" manifest inspect "$local_ref" >/dev/null 2>&1; then
+    is_manifest=1
+  fi
+  if [ "$is_manifest" = 1 ]; then
+    run "$engine" manifest push --all "$local_ref" "docker://$remote" >&2
+  else
+    run "$engine" tag "$local_ref" "$remote"
+    run "$engine" push "$remote" >&2
+  fi
+  echo "$remote"
+done
