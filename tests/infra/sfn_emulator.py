@@ -1,0 +1,223 @@
+"""A moto server that executes state machines, with the three gaps the workflow needs filled.
+
+Run as ``python tests/infra/sfn_emulator.py PORT OUTCOMES_JSON``; it serves until killed.
+
+moto 5.2.5 carries a port of LocalStack's ASL interpreter (enabled here with the
+``stepfunctions.execute_state_machine`` config), and its ECS ``runTask.sync``
+integration calls moto's own ECS.  These gaps stand between that and our definition, and only these are changed:
+
+1. The port left request/response normalisation as stubs: service integrations
+   receive Step Functions' PascalCase parameters (``Cluster``) unchanged and
+   hand back boto's camelCase output (``tasks``).  Restored here from the boto
+   service model with the interpreter's own ``_to_boto_request`` /
+   ``_from_boto_response`` helpers, as LocalStack does.
+2. The aws-sdk service name ``cloudwatchlogs`` (Step Functions' name for
+   CloudWatch Logs) is mapped to boto's ``logs``.
+3. There is no container: moto's ECS task always "exits" 0.  The test scripts
+   what the container would have done per run id (the ``DSJOB_RUN_ID``
+   override the workflow passes): an exit code (or none, for a task that never
+   started), a stopped reason, and the status line the job prints last, which
+   is written to the task's awslogs stream as the awslogs driver would.
+
+4. moto wraps the value of a definite path through an array index
+   (``$.task.Containers[0].ExitCode``) in a one-element list (its fix for
+   moto#7825); Step Functions returns the value itself.  Restored for paths
+   without wildcards, slices or filters.
+5. moto's ECS ``.sync`` returns the stopped task as output whatever the exit
+   code; Step Functions fails the state with ``States.TaskFailed`` and the task
+   description as JSON cause when the essential container exits non-zero or
+   never starts.  That behaviour is the default here; an outcome with
+   ``"sync_output": true`` keeps moto's, so both shapes reach the workflow.
+
+Everything else — Choice, Retry with backoff and jitter, Catch, Parallel,
+Map, intrinsic functions, Fail's ErrorPath/CausePath, ECS RunTask/DescribeTasks
+and CloudWatch Logs GetLogEvents against moto — is moto's own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from types import FunctionType
+from typing import Any
+
+from botocore import xform_name
+from botocore.session import get_session
+
+PORT = sys.argv[1]
+OUTCOMES = Path(sys.argv[2])
+# boto_client_for() in moto's interpreter calls back into this server on MOTO_PORT.
+os.environ["MOTO_PORT"] = PORT
+
+from moto.core.config import default_user_config  # noqa: E402 - needs MOTO_PORT first
+from moto.ecs.models import EC2ContainerServiceBackend  # noqa: E402
+from moto.logs.models import logs_backends  # noqa: E402
+from moto.server import main  # noqa: E402
+from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails  # noqa: E402
+from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (  # noqa: E402
+    FailureEvent,
+    FailureEventException,
+)
+from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import (  # noqa: E402
+    StatesErrorName,
+)
+from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (  # noqa: E402
+    StatesErrorNameType,
+)
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (  # noqa: E402
+    state_task_service_ecs,
+)
+from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails  # noqa: E402
+from moto.stepfunctions.parser.asl.utils import json_path  # noqa: E402
+from moto.stepfunctions.parser.asl.utils.encoding import to_json_str  # noqa: E402
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (  # noqa: E402
+    state_task_service,
+)
+
+_BOTO = get_session()
+_ATTEMPTS: dict[str, int] = defaultdict(int)
+_SYNC_OUTPUT: set[str] = set()  # task ARNs whose .sync keeps moto's success-shaped output
+
+
+def _operation(service: str, action: str) -> Any:  # noqa: ANN401 - botocore OperationModel
+    model = _BOTO.get_service_model(service)
+    for name in model.operation_names:
+        if xform_name(name) == action:
+            return model.operation_model(name)
+    return None
+
+
+def _normalise_parameters(
+    self: Any,  # noqa: ANN401 - the interpreter's StateTaskService
+    parameters: dict[str, Any],
+    boto_service_name: str | None = None,
+    service_action_name: str | None = None,
+) -> None:
+    service = self._get_boto_service_name(boto_service_name=boto_service_name)
+    action = self._get_boto_service_action(service_action_name=service_action_name)
+    operation = _operation(service, action)
+    if operation is not None and operation.input_shape is not None:
+        self._to_boto_request(parameters, operation.input_shape)
+
+
+def _normalise_response(
+    self: Any,  # noqa: ANN401 - the interpreter's StateTaskService
+    response: Any,  # noqa: ANN401 - any service's response
+    boto_service_name: str | None = None,
+    service_action_name: str | None = None,
+) -> None:
+    service = self._get_boto_service_name(boto_service_name=boto_service_name)
+    action = self._get_boto_service_action(service_action_name=service_action_name)
+    operation = _operation(service, action)
+    if operation is not None and operation.output_shape is not None:
+        self._from_boto_response(response, operation.output_shape)
+
+
+StateTaskService = state_task_service.StateTaskService
+StateTaskService._normalise_parameters = _normalise_parameters  # type: ignore[method-assign]
+StateTaskService._normalise_response = _normalise_response  # type: ignore[method-assign]
+StateTaskService._SERVICE_NAME_SFN_TO_BOTO_OVERRIDES["cloudwatchlogs"] = "logs"  # type: ignore[index]
+
+_original_run_task = EC2ContainerServiceBackend.run_task
+
+
+def _run_task(self: EC2ContainerServiceBackend, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+    """moto's RunTask, then what the scripted container did for this run id and attempt."""
+    started = _original_run_task(self, *args, **kwargs)
+    outcomes = json.loads(OUTCOMES.read_text()) if OUTCOMES.exists() else {}
+    for task in started:
+        environment = {
+            variable["name"]: variable["value"]
+            for override in task.overrides.get("containerOverrides", [])
+            for variable in override.get("environment", [])
+        }
+        run_id = environment.get("DSJOB_RUN_ID", "")
+        attempt = _ATTEMPTS[run_id]
+        _ATTEMPTS[run_id] += 1
+        script = outcomes.get(run_id, [{"exit_code": 0}])
+        outcome = script[min(attempt, len(script) - 1)]
+        if outcome.get("sync_output"):
+            _SYNC_OUTPUT.add(task.task_arn)
+        container = task.containers[0]
+        container.exitCode = outcome.get("exit_code")
+        task.stopped_reason = outcome.get("stopped_reason", "Essential container in task exited")
+        container.environment = [{"name": k, "value": v} for k, v in environment.items()]
+        if outcome.get("status_line") is not None:
+            _log(self, task, outcome["status_line"])
+    return started
+
+
+def _log(backend: EC2ContainerServiceBackend, task: Any, line: str) -> None:  # noqa: ANN401
+    """Write the job's last stdout line where the awslogs driver would put it."""
+    definition = backend.describe_task_definition(task.task_definition_arn)
+    container = definition.container_definitions[0]
+    options = container["logConfiguration"]["options"]
+    stream = f"{options['awslogs-stream-prefix']}/{container['name']}/{task.id}"
+    logs = logs_backends[backend.account_id][backend.region_name]
+    group = options["awslogs-group"]
+    logs.create_log_stream(group, stream)
+    now = int(time.time() * 1000)
+    logs.put_log_events(group, stream, [{"timestamp": now, "message": line}])
+
+
+EC2ContainerServiceBackend.run_task = _run_task  # type: ignore[method-assign]
+
+EcsService = state_task_service_ecs.StateTaskServiceEcs
+_original_sync_resolver = EcsService._build_sync_resolver
+
+
+def _build_sync_resolver(self: Any, env: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+    """moto's resolver, failing with States.TaskFailed as AWS does on a bad exit."""
+    resolve = _original_sync_resolver(self, env, *args, **kwargs)
+
+    def _resolve() -> Any:  # noqa: ANN401 - the stopped task, or None while running
+        stopped = resolve()
+        if stopped is None or stopped["TaskArn"] in _SYNC_OUTPUT:
+            return stopped
+        if stopped["Containers"][0].get("ExitCode") == 0:
+            return stopped
+        cause = to_json_str(stopped)
+        raise FailureEventException(
+            FailureEvent(
+                env=env,
+                error_name=StatesErrorName(typ=StatesErrorNameType.StatesTaskFailed),
+                event_type=HistoryEventType.TaskFailed,
+                event_details=EventDetails(
+                    taskFailedEventDetails=TaskFailedEventDetails(
+                        resource=self._get_sfn_resource(),
+                        resourceType=self._get_sfn_resource_type(),
+                        error=StatesErrorNameType.StatesTaskFailed.to_name(),
+                        cause=cause,
+                    )
+                ),
+            )
+        )
+
+    return _resolve
+
+
+EcsService._build_sync_resolver = _build_sync_resolver  # type: ignore[method-assign]
+
+
+def _definite_extract_json(path: str, data: Any) -> Any:  # noqa: ANN401
+    """Runs with json_path's globals (its __code__ replaces moto's extract_json)."""
+    matches = parse(path).find(data)  # type: ignore[name-defined]  # noqa: F821
+    definite = not any(mark in path for mark in ("*", ":", "?", ".."))
+    if definite and len(matches) == 1:
+        return matches[0].value
+    return _moto_extract_json(path, data)  # type: ignore[name-defined]  # noqa: F821
+
+
+# Every interpreter module imported extract_json by name: swap the code, not the binding.
+json_path._moto_extract_json = FunctionType(  # type: ignore[attr-defined]
+    json_path.extract_json.__code__, json_path.__dict__, "_moto_extract_json"
+)
+json_path.extract_json.__code__ = _definite_extract_json.__code__
+default_user_config["stepfunctions"]["execute_state_machine"] = True
+
+if __name__ == "__main__":
+    main(["--host", "127.0.0.1", "--port", PORT])
