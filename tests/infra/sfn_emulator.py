@@ -1,10 +1,11 @@
 """A moto server that executes state machines, with the three gaps the workflow needs filled.
 
-Run as ``python tests/infra/sfn_emulator.py PORT OUTCOMES_JSON``; it serves until killed.
+Run as ``python sfn_emulator.py PORT OUTCOMES_JSON``; it serves until killed.
 
 moto 5.2.5 carries a port of LocalStack's ASL interpreter (enabled here with the
 ``stepfunctions.execute_state_machine`` config), and its ECS ``runTask.sync``
-integration calls moto's own ECS.  These gaps stand between that and our definition, and only these are changed:
+integration calls moto's own ECS.  These gaps stand between that and our
+definition, and only these are changed:
 
 1. The port left request/response normalisation as stubs: service integrations
    receive Step Functions' PascalCase parameters (``Cluster``) unchanged and
@@ -68,22 +69,20 @@ from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name
 from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (  # noqa: E402
     StatesErrorNameType,
 )
-from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (  # noqa: E402
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (  # noqa: E402  # noqa: E402
+    state_task_service,
     state_task_service_ecs,
 )
 from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails  # noqa: E402
 from moto.stepfunctions.parser.asl.utils import json_path  # noqa: E402
 from moto.stepfunctions.parser.asl.utils.encoding import to_json_str  # noqa: E402
-from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (  # noqa: E402
-    state_task_service,
-)
 
 _BOTO = get_session()
 _ATTEMPTS: dict[str, int] = defaultdict(int)
 _SYNC_OUTPUT: set[str] = set()  # task ARNs whose .sync keeps moto's success-shaped output
 
 
-def _operation(service: str, action: str) -> Any:  # noqa: ANN401 - botocore OperationModel
+def _operation(service: str, action: str) -> Any:
     model = _BOTO.get_service_model(service)
     for name in model.operation_names:
         if xform_name(name) == action:
@@ -92,7 +91,7 @@ def _operation(service: str, action: str) -> Any:  # noqa: ANN401 - botocore Ope
 
 
 def _normalise_parameters(
-    self: Any,  # noqa: ANN401 - the interpreter's StateTaskService
+    self: Any,
     parameters: dict[str, Any],
     boto_service_name: str | None = None,
     service_action_name: str | None = None,
@@ -105,8 +104,8 @@ def _normalise_parameters(
 
 
 def _normalise_response(
-    self: Any,  # noqa: ANN401 - the interpreter's StateTaskService
-    response: Any,  # noqa: ANN401 - any service's response
+    self: Any,
+    response: Any,
     boto_service_name: str | None = None,
     service_action_name: str | None = None,
 ) -> None:
@@ -125,8 +124,8 @@ StateTaskService._SERVICE_NAME_SFN_TO_BOTO_OVERRIDES["cloudwatchlogs"] = "logs" 
 _original_run_task = EC2ContainerServiceBackend.run_task
 
 
-def _run_task(self: EC2ContainerServiceBackend, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
-    """moto's RunTask, then what the scripted container did for this run id and attempt."""
+def _run_task(self: EC2ContainerServiceBackend, *args: Any, **kwargs: Any) -> Any:
+    """Moto's RunTask, then what the scripted container did for this run id and attempt."""
     started = _original_run_task(self, *args, **kwargs)
     outcomes = json.loads(OUTCOMES.read_text()) if OUTCOMES.exists() else {}
     for task in started:
@@ -151,7 +150,7 @@ def _run_task(self: EC2ContainerServiceBackend, *args: Any, **kwargs: Any) -> An
     return started
 
 
-def _log(backend: EC2ContainerServiceBackend, task: Any, line: str) -> None:  # noqa: ANN401
+def _log(backend: EC2ContainerServiceBackend, task: Any, line: str) -> None:
     """Write the job's last stdout line where the awslogs driver would put it."""
     definition = backend.describe_task_definition(task.task_definition_arn)
     container = definition.container_definitions[0]
@@ -170,11 +169,11 @@ EcsService = state_task_service_ecs.StateTaskServiceEcs
 _original_sync_resolver = EcsService._build_sync_resolver
 
 
-def _build_sync_resolver(self: Any, env: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
-    """moto's resolver, failing with States.TaskFailed as AWS does on a bad exit."""
+def _build_sync_resolver(self: Any, env: Any, *args: Any, **kwargs: Any) -> Any:
+    """Moto's resolver, failing with States.TaskFailed as AWS does on a bad exit."""
     resolve = _original_sync_resolver(self, env, *args, **kwargs)
 
-    def _resolve() -> Any:  # noqa: ANN401 - the stopped task, or None while running
+    def _resolve() -> Any:
         stopped = resolve()
         if stopped is None or stopped["TaskArn"] in _SYNC_OUTPUT:
             return stopped
@@ -203,7 +202,7 @@ def _build_sync_resolver(self: Any, env: Any, *args: Any, **kwargs: Any) -> Any:
 EcsService._build_sync_resolver = _build_sync_resolver  # type: ignore[method-assign]
 
 
-def _definite_extract_json(path: str, data: Any) -> Any:  # noqa: ANN401
+def _definite_extract_json(path: str, data: Any) -> Any:
     """Runs with json_path's globals (its __code__ replaces moto's extract_json)."""
     matches = parse(path).find(data)  # type: ignore[name-defined]  # noqa: F821
     definite = not any(mark in path for mark in ("*", ":", "?", ".."))
