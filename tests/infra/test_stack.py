@@ -186,7 +186,8 @@ def test_task_role_reads_only_its_prefix_and_buckets_and_writes_only_output(synt
     read = by_sid["ReadInputAndArtifacts"]
     assert _actions(read) == ["s3:GetObject"]
     read_refs = json.dumps(read["Resource"])
-    assert "BucketsInput" in read_refs and "BucketsArtifacts" in read_refs
+    assert "BucketsInput" in read_refs
+    assert "BucketsArtifacts" in read_refs
     assert "BucketsOutput" not in read_refs
     write = by_sid["PublishAndPruneOutputs"]
     assert sorted(_actions(write)) == ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"]
