@@ -15,7 +15,8 @@ case "${1:-}" in
 esac
 
 cd "$(dirname "$0")/.."
-UV=${UV:-uv}
+UV=${UV:-$(scripts/setup-venv.sh --print-uv)}
+export UV_NATIVE_TLS=${UV_NATIVE_TLS:-1}  # the system CA store (corporate proxies)
 out=.
 if [ "$check" = 1 ]; then out=$(mktemp -d); trap 'rm -rf "$out"' EXIT; fi
 

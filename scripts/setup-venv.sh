@@ -2,11 +2,11 @@
 # Create .venv from the hash-checked locks (bootstrapping uv with pip if it is missing)
 # and install the project itself, editable, without dependencies.
 #   scripts/setup-venv.sh [LOCK]     default LOCK: requirements-dev.lock
+#   scripts/setup-venv.sh --print-uv print the path of the pinned uv (bootstrapping it)
 set -euo pipefail
-case "${1:-}" in -h|--help) sed -n '2,4s/^# \{0,1\}//p' "$0"; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,5s/^# \{0,1\}//p' "$0"; exit 0 ;; esac
 
 cd "$(dirname "$0")/.."
-lock=${1:-requirements-dev.lock}
 # shellcheck source=config/versions.conf
 . config/versions.conf
 : "${UV_VERSION:?UV_VERSION missing from config/versions.conf}"
@@ -25,7 +25,9 @@ if [ -z "$uv_bin" ] || [ "$("$uv_bin" --version | awk '{print $2}')" != "$UV_VER
   fi
   uv_bin=$tools/bin/uv
 fi
+if [ "${1:-}" = "--print-uv" ]; then echo "$uv_bin"; exit 0; fi
 
+lock=${1:-requirements-dev.lock}
 stamp="$VENV/.dsjob-lock.sha256"
 want=$(sha256sum "$lock" pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/dsjob" ]; then
