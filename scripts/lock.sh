@@ -18,7 +18,14 @@ cd "$(dirname "$0")/.."
 UV=${UV:-$(scripts/setup-venv.sh --print-uv)}
 export UV_NATIVE_TLS=${UV_NATIVE_TLS:-1}  # the system CA store (corporate proxies)
 out=.
-if [ "$check" = 1 ]; then out=$(mktemp -d); trap 'rm -rf "$out"' EXIT; fi
+if [ "$check" = 1 ]; then
+  out=$(mktemp -d)
+  trap 'rm -rf "$out"' EXIT
+  # uv keeps the versions already in an output file: starting from copies of the
+  # committed locks, a new release on the index does not make a lock "stale" --
+  # only a change to pyproject.toml does.
+  cp requirements*.lock "$out/"
+fi
 
 # name|extra uv pip compile arguments
 locks=(
