@@ -36,6 +36,7 @@ if [ -z "$engine" ]; then
   else echo "no container engine: install podman or docker (or set CONTAINER_ENGINE)" >&2; exit 1
   fi
 fi
+engine_name=$(basename "$engine")
 image=${DEV_IMAGE:-${IMAGE_NAME}:dev}
 port=${JUPYTER_PORT:-8890}
 name=${JUPYTER_NAME:-dsjob-jupyter-$port}
@@ -71,7 +72,7 @@ args=(--security-opt label=disable -w /workspace
       -e JUPYTER_TOKEN
       # Lab settings shared with the devcontainer (no news-feed prompt).
       -e JUPYTER_CONFIG_PATH=/workspace/.devcontainer/jupyter)
-if [ "$engine" = podman ] && [ "$(podman info --format '{{.Host.Security.Rootless}}')" = true ]; then
+if [ "$engine_name" = podman ] && [ "$("$engine" info --format '{{.Host.Security.Rootless}}')" = true ]; then
   args+=(--userns=keep-id)
 else
   args+=(--user "$uid:$gid")
@@ -89,8 +90,8 @@ case "$network" in
     args+=(-p "127.0.0.1:$port:$port")
     ip=0.0.0.0
     gateway=host.docker.internal
-    [ "$engine" = podman ] && gateway=host.containers.internal
-    [ "$engine" = docker ] && args+=(--add-host host.docker.internal:host-gateway)
+    [ "$engine_name" = podman ] && gateway=host.containers.internal
+    [ "$engine_name" = docker ] && args+=(--add-host host.docker.internal:host-gateway)
     endpoint=${endpoint//127.0.0.1/$gateway}
     endpoint=${endpoint//localhost/$gateway} ;;
   *) echo "JUPYTER_NETWORK must be host or publish, not $network" >&2; exit 2 ;;

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
     from tests.conftest import LocalServe
 
+    from .imagekit import BuiltImage, Engine
+
 pytestmark = [pytest.mark.container, pytest.mark.browser]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -206,8 +208,8 @@ def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def lab(
-    engine: str,
-    dev_image: str,
+    engine: Engine,
+    dev_image: BuiltImage,
     workspace: Path,
     emulator: LocalServe,
     tmp_path_factory: pytest.TempPathFactory,
@@ -218,8 +220,8 @@ def lab(
     log = tmp_path_factory.mktemp("lab") / "ml-jupyter.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "JUPYTER_"))}
     env.update(
-        CONTAINER_ENGINE=engine,
-        DEV_IMAGE=dev_image,
+        CONTAINER_ENGINE=engine.name,
+        DEV_IMAGE=dev_image.ref,
         JUPYTER_PORT=str(port),
         JUPYTER_NAME=name,
         AWS_ENDPOINT_URL=emulator.endpoint,
@@ -254,7 +256,7 @@ def lab(
         yield Lab(port=port, token=token, name=name, workspace=workspace, log=log)
     finally:
         stop_process_group(proc)
-        subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False)
+        engine("rm", "-f", name, check=False)
 
 
 def test_api_answers_with_the_printed_token_and_refuses_without(lab: Lab) -> None:
@@ -313,44 +315,35 @@ def test_headless_chromium_renders_the_lab_with_the_notebooks(
 
 
 def test_notebook_runs_in_the_lab_container_against_the_host_emulator(
-    lab: Lab, engine: str, emulator: LocalServe
+    lab: Lab, engine: Engine, emulator: LocalServe
 ) -> None:
     """01-explore executes inside the Lab container, reaching `dsjob local serve` on the host."""
-    result = subprocess.run(
-        [
-            engine,
-            "exec",
-            lab.name,
-            "jupyter",
-            "execute",
-            "--output=/tmp/01-explore.out.ipynb",
-            "notebooks/01-explore.ipynb",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = engine(
+        "exec",
+        lab.name,
+        "jupyter",
+        "execute",
+        "--output=/tmp/01-explore.out.ipynb",
+        "notebooks/01-explore.ipynb",
         check=False,
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    executed = subprocess.run(
-        [engine, "exec", lab.name, "cat", "/tmp/01-explore.out.ipynb"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    executed = engine("exec", lab.name, "cat", "/tmp/01-explore.out.ipynb").stdout
     assert f"using the emulator at {emulator.endpoint}" in executed
     assert "'rows': 1228" in executed
 
 
-def test_explicit_token_is_used_as_given(engine: str, dev_image: str, workspace: Path) -> None:
+def test_explicit_token_is_used_as_given(
+    engine: Engine, dev_image: BuiltImage, workspace: Path
+) -> None:
     """With JUPYTER_TOKEN set, scripts/jupyter.sh start serves with exactly that token."""
     port = free_port()
     name = f"dsjob-test-jupyter-{port}"
     token = "explicit-token-" + os.urandom(8).hex()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "JUPYTER_"))}
     env.update(
-        CONTAINER_ENGINE=engine,
-        DEV_IMAGE=dev_image,
+        CONTAINER_ENGINE=engine.name,
+        DEV_IMAGE=dev_image.ref,
         JUPYTER_PORT=str(port),
         JUPYTER_NAME=name,
         JUPYTER_TOKEN=token,
@@ -377,7 +370,4 @@ def test_explicit_token_is_used_as_given(engine: str, dev_image: str, workspace:
             capture_output=True,
             check=False,
         )
-    listing = subprocess.run(
-        [engine, "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True, check=True
-    )
-    assert name not in listing.stdout.split()
+    assert name not in engine("ps", "-a", "--format", "{{.Names}}").stdout.split()
