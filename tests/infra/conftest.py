@@ -37,7 +37,8 @@ class Synth:
         """The properties of the only resource of a type (fails if there are more)."""
         found = self.of_type(resource_type)
         assert len(found) == 1, f"expected one {resource_type}, found {sorted(found)}"
-        return next(iter(found.values()))["Properties"]
+        properties: dict[str, Any] = next(iter(found.values()))["Properties"]
+        return properties
 
 
 @pytest.fixture(scope="session")

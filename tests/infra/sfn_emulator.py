@@ -44,7 +44,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 from types import FunctionType
-from typing import Any
+from typing import Any, cast
 
 from botocore import xform_name
 from botocore.session import get_session
@@ -58,7 +58,7 @@ from moto.core.config import default_user_config  # noqa: E402 - needs MOTO_PORT
 from moto.ecs.models import EC2ContainerServiceBackend  # noqa: E402
 from moto.logs.models import logs_backends  # noqa: E402
 from moto.server import main  # noqa: E402
-from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails  # noqa: E402
+from moto.stepfunctions.parser.api import HistoryEventType  # noqa: E402
 from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (  # noqa: E402
     FailureEvent,
     FailureEventException,
@@ -119,7 +119,7 @@ def _normalise_response(
 StateTaskService = state_task_service.StateTaskService
 StateTaskService._normalise_parameters = _normalise_parameters  # type: ignore[method-assign]
 StateTaskService._normalise_response = _normalise_response  # type: ignore[method-assign]
-StateTaskService._SERVICE_NAME_SFN_TO_BOTO_OVERRIDES["cloudwatchlogs"] = "logs"  # type: ignore[index]
+StateTaskService._SERVICE_NAME_SFN_TO_BOTO_OVERRIDES["cloudwatchlogs"] = "logs"
 
 _original_run_task = EC2ContainerServiceBackend.run_task
 
@@ -152,7 +152,7 @@ def _run_task(self: EC2ContainerServiceBackend, *args: Any, **kwargs: Any) -> An
 
 def _log(backend: EC2ContainerServiceBackend, task: Any, line: str) -> None:
     """Write the job's last stdout line where the awslogs driver would put it."""
-    definition = backend.describe_task_definition(task.task_definition_arn)
+    definition: Any = backend.describe_task_definition(task.task_definition_arn)
     container = definition.container_definitions[0]
     options = container["logConfiguration"]["options"]
     stream = f"{options['awslogs-stream-prefix']}/{container['name']}/{task.id}"
@@ -166,7 +166,7 @@ def _log(backend: EC2ContainerServiceBackend, task: Any, line: str) -> None:
 EC2ContainerServiceBackend.run_task = _run_task  # type: ignore[method-assign]
 
 EcsService = state_task_service_ecs.StateTaskServiceEcs
-_original_sync_resolver = EcsService._build_sync_resolver
+_original_sync_resolver: Any = EcsService._build_sync_resolver
 
 
 def _build_sync_resolver(self: Any, env: Any, *args: Any, **kwargs: Any) -> Any:
@@ -185,13 +185,16 @@ def _build_sync_resolver(self: Any, env: Any, *args: Any, **kwargs: Any) -> Any:
                 env=env,
                 error_name=StatesErrorName(typ=StatesErrorNameType.StatesTaskFailed),
                 event_type=HistoryEventType.TaskFailed,
-                event_details=EventDetails(
-                    taskFailedEventDetails=TaskFailedEventDetails(
-                        resource=self._get_sfn_resource(),
-                        resourceType=self._get_sfn_resource_type(),
-                        error=StatesErrorNameType.StatesTaskFailed.to_name(),
-                        cause=cause,
-                    )
+                event_details=cast(
+                    "EventDetails",
+                    {
+                        "taskFailedEventDetails": {
+                            "resource": self._get_sfn_resource(),
+                            "resourceType": self._get_sfn_resource_type(),
+                            "error": StatesErrorNameType.StatesTaskFailed.to_name(),
+                            "cause": cause,
+                        }
+                    },
                 ),
             )
         )

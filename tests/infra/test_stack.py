@@ -248,7 +248,10 @@ def test_state_machine_is_standard_logged_and_traced(synth):
 
 def _definition(synth) -> dict[str, Any]:
     parts = synth.one("AWS::StepFunctions::StateMachine")["DefinitionString"]["Fn::Join"][1]
-    return json.loads("".join(p if isinstance(p, str) else "TOKEN" for p in parts))
+    definition: dict[str, Any] = json.loads(
+        "".join(p if isinstance(p, str) else "TOKEN" for p in parts)
+    )
+    return definition
 
 
 def test_run_task_is_ecs_sync_with_run_id_and_overrides(synth):
@@ -307,7 +310,7 @@ def test_retries_only_transient_and_start_errors_with_jitter(synth):
 
 
 def fails_for(states: dict[str, Any], name: str) -> str:
-    return states[name]["Error"]
+    return str(states[name]["Error"])
 
 
 def test_input_prefix_fans_out_over_a_bounded_distributed_map(synth):
