@@ -11,5 +11,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dsjob_infra import build_app
 
 if __name__ == "__main__":
-    app, _ = build_app()
+    try:
+        app, _ = build_app()
+    except ValueError as error:  # a bad setting: say which, without a traceback
+        sys.exit(f"error: {error}")
     app.synth()
