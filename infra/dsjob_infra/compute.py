@@ -192,8 +192,14 @@ class JobCompute(Construct):
         self.task_role.add_to_policy(
             iam.PolicyStatement(
                 sid="PublishAndPruneOutputs",
-                # GetObject verifies what was published before old outputs are deleted.
-                actions=["s3:PutObject", "s3:GetObject", "s3:DeleteObject"],
+                # GetObject verifies what was published before old outputs are deleted;
+                # AbortMultipartUpload lets a failed large upload clean up after itself.
+                actions=[
+                    "s3:PutObject",
+                    "s3:AbortMultipartUpload",
+                    "s3:GetObject",
+                    "s3:DeleteObject",
+                ],
                 resources=[output_bucket.arn_for_objects("*")],
             )
         )

@@ -207,6 +207,7 @@ def build_app(
         env=env,
         stack_name=f"ds-preprocessing-{settings.environment}-{env.account}-{env.region}",
         description=f"dsjob: the scheduled ds-preprocessing pipeline ({settings.environment})",
+        termination_protection=settings.environment == "prod",
     )
     if nag:
         Validations.of(app).add_plugins(AwsSolutionsChecks(app))

@@ -190,7 +190,12 @@ def test_task_role_reads_only_its_prefix_and_buckets_and_writes_only_output(synt
     assert "BucketsArtifacts" in read_refs
     assert "BucketsOutput" not in read_refs
     write = by_sid["PublishAndPruneOutputs"]
-    assert sorted(_actions(write)) == ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"]
+    assert sorted(_actions(write)) == [
+        "s3:AbortMultipartUpload",
+        "s3:DeleteObject",
+        "s3:GetObject",
+        "s3:PutObject",
+    ]
     assert "BucketsOutput" in json.dumps(write["Resource"])
     assert "BucketsInput" not in json.dumps(write["Resource"])
     every_action = {a for s in statements for a in _actions(s)}
@@ -346,6 +351,7 @@ def test_context_sizes_the_task_and_moves_the_schedule(tmp_path):
         "AWS::Scheduler::Schedule", {"ScheduleExpression": "cron(30 6 1 * ? *)"}
     )
     assert stack.stack_name.startswith("ds-preprocessing-prod-")
+    assert stack.termination_protection is True
     with pytest.raises(ValueError, match="memoryMiB=1024 is not valid with cpu=2048"):
         build_app({"environment": "dev", "memoryMiB": "1024"}, str(tmp_path / "bad"))
     with pytest.raises(ValueError, match="environment must be one of"):
