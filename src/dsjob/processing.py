@@ -46,6 +46,7 @@ import os
 import re
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -225,6 +226,7 @@ class _Step:
         self.settings = settings
         self.skip_bad = settings.on_bad_rows == "skip"
         self.is_parquet = _is_parquet(input_path)
+        self.query = ""
 
     def source(self, *, rejects: bool = False) -> str:
         """The table function that reads the input."""
@@ -242,37 +244,29 @@ class _Step:
         if not self.is_parquet:
             _check_not_empty(self.input_path)
         columns = self.describe()
-        select = self.clean_select(columns)
-        rows_in, null_ids, malformed = self.count(columns)
+        select, sampled = self.clean_select(columns)
+        if sampled == 0 and not self.skip_bad:
+            raise self.no_rows()
+        # Counting rows in (and NULL ids) needs its own scan; it runs beside the main
+        # query on a second cursor, soaking up the core the dedup leaves idle while
+        # it spills, instead of adding a serial pass.
+        counter_con = self.con.cursor()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsjob-count") as pool:
+            counting = pool.submit(self.count, counter_con, columns)
+            try:
+                files, rows_out, deduped = self.produce(select, columns)
+            except BaseException:
+                counter_con.interrupt()
+                raise
+            rows_in, null_ids, malformed = counting.result()
         if rows_in - malformed == 0:
-            raise MalformedInputError(
-                f"{self.input_path.name}: header only, no data rows (line 2 is missing)"
-                if not self.is_parquet
-                else f"{self.input_path.name}: no rows"
-            )
-        id_filter = (
-            f"WHERE {_quote_ident(self.settings.id_column)} IS NOT NULL"
-            if self.settings.id_column in columns
-            else ""
-        )
-        cleaned = f"SELECT DISTINCT * FROM ({select}) {id_filter}"
-        if self.settings.transform_sql is None:
-            query = cleaned
-            deduped: int | None = None
-        else:
-            # Materialised once: counted for the manifest, then read by the transform.
-            self.con.execute(f"CREATE TEMP TABLE dsjob_clean AS {cleaned}")
-            deduped = self.scalar("SELECT count(*) FROM dsjob_clean")
-            self.con.execute("CREATE TEMP VIEW input AS SELECT * FROM dsjob_clean")
-            query = self.settings.transform_sql.strip().rstrip(";")
-            self.check_transform(query)
-            # The transform is the user's logic: an ORDER BY in it must hold in the file.
-            self.con.execute("SET preserve_insertion_order = true")
-        files, rows_out = self.write(query)
+            for path in files:
+                path.unlink(missing_ok=True)
+            raise self.no_rows()
         schema = self.con.execute(
             f"DESCRIBE SELECT * FROM read_parquet({_quote_str(str(files[0]))})"
             if files[0].suffix == ".parquet"
-            else f"DESCRIBE {query}"
+            else f"DESCRIBE {self.query}"
         ).fetchall()
         kept = rows_out if deduped is None else deduped
         return ProcessResult(
@@ -287,8 +281,41 @@ class _Step:
             columns={str(row[0]): str(row[1]) for row in schema},
         )
 
-    def scalar(self, sql: str) -> int:
-        rows = self.con.execute(sql).fetchall()
+    def no_rows(self) -> MalformedInputError:
+        """The error for input without a single data row."""
+        if self.is_parquet:
+            return MalformedInputError(f"{self.input_path.name}: no rows")
+        return MalformedInputError(
+            f"{self.input_path.name}: header only, no data rows (line 2 is missing"
+            + (" or every row is malformed)" if self.skip_bad else ")")
+        )
+
+    def produce(
+        self, select: str, columns: dict[str, str]
+    ) -> tuple[tuple[Path, ...], int, int | None]:
+        """Deduplicate (and transform) into the output files; returns files, rows, deduped."""
+        id_filter = (
+            f"WHERE {_quote_ident(self.settings.id_column)} IS NOT NULL"
+            if self.settings.id_column in columns
+            else ""
+        )
+        cleaned = f"SELECT DISTINCT * FROM ({select}) {id_filter}"
+        if self.settings.transform_sql is None:
+            files, rows_out = self.write(cleaned)
+            return files, rows_out, None
+        # Materialised once: counted for the manifest, then read by the transform.
+        self.con.execute(f"CREATE TEMP TABLE dsjob_clean AS {cleaned}")
+        deduped = self.scalar("SELECT count(*) FROM dsjob_clean")
+        self.con.execute("CREATE TEMP VIEW input AS SELECT * FROM dsjob_clean")
+        query = self.settings.transform_sql.strip().rstrip(";")
+        self.check_transform(query)
+        # The transform is the user's logic: an ORDER BY in it must hold in the file.
+        self.con.execute("SET preserve_insertion_order = true")
+        files, rows_out = self.write(query)
+        return files, rows_out, deduped
+
+    def scalar(self, sql: str, con: duckdb.DuckDBPyConnection | None = None) -> int:
+        rows = (con or self.con).execute(sql).fetchall()
         row = rows[0] if rows else None
         return int(row[0]) if row and row[0] is not None else 0
 
@@ -319,10 +346,10 @@ class _Step:
             f"columns = {{{spec}}})"
         ).fetchall()
 
-    def clean_select(self, columns: dict[str, str]) -> str:
-        """SELECT list that trims strings, NULLs empties and re-types trimmed strings."""
+    def clean_select(self, columns: dict[str, str]) -> tuple[str, int]:
+        """SELECT that trims strings, NULLs empties and re-types trimmed strings; rows sampled."""
         strings = [name for name, kind in columns.items() if kind == "VARCHAR"]
-        retype = self.infer_trimmed(strings) if strings else {}
+        retype, sampled = self.infer_trimmed(strings)
         exprs = []
         for name, kind in columns.items():
             q = _quote_ident(name)
@@ -332,11 +359,11 @@ class _Step:
                 exprs.append(f"CAST(NULLIF(trim({q}), '') AS {retype[name]}) AS {q}")
             else:
                 exprs.append(f"NULLIF(trim({q}), '') AS {q}")
-        return f"SELECT {', '.join(exprs)} FROM {self.source()}"
+        return f"SELECT {', '.join(exprs)} FROM {self.source()}", sampled
 
-    def infer_trimmed(self, strings: list[str]) -> dict[str, str]:
-        """Narrower types for string columns whose trimmed sample values all cast."""
-        aggs = []
+    def infer_trimmed(self, strings: list[str]) -> tuple[dict[str, str], int]:
+        """Narrower types for string columns whose trimmed sample values all cast; rows sampled."""
+        aggs = ["count(*) AS sampled"]
         for i, name in enumerate(strings):
             v = f"NULLIF(trim({_quote_ident(name)}), '')"
             aggs.append(f"count({v}) AS n{i}")
@@ -349,17 +376,19 @@ class _Step:
         width = 1 + len(_CANDIDATE_TYPES)
         retype = {}
         for i, name in enumerate(strings):
-            total, *casts = row[i * width : (i + 1) * width]
+            total, *casts = row[1 + i * width : 1 + (i + 1) * width]
             for kind, ok in zip(_CANDIDATE_TYPES, casts, strict=True):
                 if total and ok == total:
                     retype[name] = kind
                     break
         if retype:
             LOGGER.info("types inferred after trimming", extra={"columns": retype})
-        return retype
+        return retype, int(row[0])
 
-    def count(self, columns: dict[str, str]) -> tuple[int, int, int]:
-        """Rows in, rows with a NULL id and malformed rows, in one cheap scan."""
+    def count(
+        self, con: duckdb.DuckDBPyConnection, columns: dict[str, str]
+    ) -> tuple[int, int, int]:
+        """Rows in, rows with a NULL id and malformed rows, in one cheap scan on ``con``."""
         id_col = self.settings.id_column
         if id_col in columns:
             q = _quote_ident(id_col)
@@ -372,14 +401,14 @@ class _Step:
         else:
             nulls = "0"
         if self.is_parquet:
-            row = self.con.execute(f"SELECT count(*), {nulls} FROM {self.source()}").fetchall()[0]
+            row = con.execute(f"SELECT count(*), {nulls} FROM {self.source()}").fetchall()[0]
             return (int(row[0]), int(row[1]), 0) if row else (0, 0, 0)
-        row = self.con.execute(
+        row = con.execute(
             f"SELECT count(*), {nulls} FROM {self.source(rejects=self.skip_bad)}"
         ).fetchall()[0]
         good, null_ids = (int(row[0]), int(row[1])) if row else (0, 0)
         malformed = (
-            self.scalar("SELECT count(DISTINCT (scan_id, line)) FROM reject_errors")
+            self.scalar("SELECT count(DISTINCT (scan_id, line)) FROM reject_errors", con)
             if self.skip_bad
             else 0
         )
@@ -398,6 +427,7 @@ class _Step:
 
     def write(self, query: str) -> tuple[tuple[Path, ...], int]:
         """Write the query's result in every requested format; returns files and row count."""
+        self.query = query
         files: list[Path] = []
         rows_out = 0
         formats = sorted(self.settings.output_formats, key=OUTPUT_FORMATS.index)

@@ -263,3 +263,11 @@ def test_members_csv_is_reproducible_and_messy(tmp_path: Path) -> None:
     assert result.dropped["duplicate"] > 0
     assert result.columns["joined_at"] == "TIMESTAMP"
     assert result.columns["balance"] == "DOUBLE"
+
+
+def test_skip_policy_with_no_good_rows_fails_and_leaves_nothing(tmp_path: Path) -> None:
+    """When every row is malformed, skip mode still fails and leaves no output file behind."""
+    src = write(tmp_path / "in.csv", "id,name\n1,a,x\n2,b,y\n")
+    with pytest.raises(MalformedInputError, match="no data rows"):
+        run_builtin(src, tmp_path / "out", ProcessSettings(on_bad_rows="skip"))
+    assert list((tmp_path / "out").iterdir()) == []
