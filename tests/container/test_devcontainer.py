@@ -285,7 +285,7 @@ def devcontainer(
         # The CLI's image tags for this workspace (vsc-<folder>-<hash>[-uid]); layers are shared.
         for image in set(images.stdout.split()):
             engine("rmi", image, check=False)
-            engine("rmi", image.removesuffix("-uid").removesuffix(":latest"), check=False)
+            engine("rmi", image.removesuffix(":latest").removesuffix("-uid"), check=False)
 
 
 def test_dsjob_health_passes_inside(devcontainer: DevContainer) -> None:
