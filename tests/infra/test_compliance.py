@@ -71,5 +71,8 @@ def test_cfn_lint_passes_on_the_synthesized_template(synth):
 
 
 def test_synth_time_is_modest(synth):
-    """One synth (jsii start-up, the stack, cdk-nag) stays under a minute on CI."""
-    assert synth.seconds < 60
+    """One synth (jsii start-up, the stack, cdk-nag) stays well under two minutes.
+
+    About 15 s on an idle 2-core machine; the bound leaves room for a busy CI host.
+    """
+    assert synth.seconds < 120
