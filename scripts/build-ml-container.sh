@@ -77,7 +77,7 @@ engine_name=$(basename "$engine")
 version=$(awk -F'"' '/^version *=/ {print $2; exit}' pyproject.toml)
 sha=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
-source_url=$(git remote get-url origin 2>/dev/null || echo unknown)
+source_url=${SOURCE_URL:-$(git remote get-url origin 2>/dev/null || echo unknown)}
 build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 flavour=""
@@ -120,6 +120,13 @@ cmd+=(--build-arg "PROD_LOCK=$prod_lock" --build-arg "DEV_LOCK=$dev_lock")
 cmd+=(--build-arg "BUILD_DATE=$build_date" --build-arg "VCS_REF=$revision")
 cmd+=(--build-arg "VERSION=$version" --build-arg "SOURCE_URL=$source_url")
 cmd+=(--build-arg "IMAGE_TITLE=$image_name")
+# The same labels on the command line too: buildah reuses a cached LABEL step even when
+# the build args it expands changed, --label always lands on the final image.
+cmd+=(--label "org.opencontainers.image.created=$build_date")
+cmd+=(--label "org.opencontainers.image.revision=$revision")
+cmd+=(--label "org.opencontainers.image.version=$version")
+cmd+=(--label "org.opencontainers.image.source=$source_url")
+cmd+=(--label "org.opencontainers.image.title=$image_name$flavour")
 [ -n "${PYTHON:-}" ] && cmd+=(--build-arg "PYTHON=$PYTHON")
 # A private index or PyPI mirror configured on this machine is used inside the build too.
 index_url=${UV_DEFAULT_INDEX:-${UV_INDEX_URL:-${PIP_INDEX_URL:-}}}

@@ -1,0 +1,1 @@
+"""Container tests: build and run the real images (helpers in imagekit)."""

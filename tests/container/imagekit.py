@@ -1,0 +1,187 @@
+"""Helpers for the container tests: the engine CLI, the build script, config files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO / "scripts" / "build-ml-container.sh"
+
+
+def read_conf(path: Path) -> dict[str, str]:
+    """KEY=value lines of a shell-sourceable file (comments and blanks skipped)."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+VERSIONS = read_conf(REPO / "config" / "versions.conf")
+IMAGE_NAME = VERSIONS.get("IMAGE_NAME", "ds-preprocessing")
+
+
+def base_image() -> str:
+    """The base the images build on: $BASE_IMAGE, CI's bootstrapped base, or the default."""
+    return (
+        os.environ.get("BASE_IMAGE")
+        or read_conf(REPO / ".cache" / "ci.env").get("BASE_IMAGE")
+        or VERSIONS["BASE_IMAGE"]
+    )
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A working container engine CLI (podman or docker)."""
+
+    command: str
+
+    @property
+    def name(self) -> str:
+        """Podman or docker."""
+        return Path(self.command).name
+
+    def __call__(
+        self, *args: str, check: bool = True, timeout: float = 300, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the engine CLI, capturing text output; raise with the output on failure."""
+        proc = subprocess.run(
+            [self.command, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=stdin,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            msg = f"{self.name} {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+            raise AssertionError(msg)
+        return proc
+
+    def inspect(self, ref: str) -> dict[str, object]:
+        """`image inspect` of one image as a dict."""
+        data = json.loads(self("image", "inspect", ref).stdout)
+        assert isinstance(data, list)
+        first = data[0]
+        assert isinstance(first, dict)
+        return first
+
+    def size(self, ref: str) -> int:
+        """Uncompressed image size in bytes, as the engine reports it."""
+        return int(self("image", "inspect", "--format", "{{.Size}}", ref).stdout.strip())
+
+    def tls_args(self) -> list[str]:
+        """Flags for talking to a plain-HTTP registry on loopback (podman needs them)."""
+        return ["--tls-verify=false"] if self.name == "podman" else []
+
+
+def _engine_candidates() -> list[str]:
+    chosen = os.environ.get("CONTAINER_ENGINE")
+    return [chosen] if chosen else ["docker", "podman"]
+
+
+def detect_engine() -> tuple[str | None, str]:
+    """The first engine whose `info` answers, and why the others did not."""
+    reasons = []
+    for candidate in _engine_candidates():
+        path = shutil.which(candidate)
+        if path is None:
+            reasons.append(f"{candidate}: not on PATH")
+            continue
+        try:
+            proc = subprocess.run(
+                [path, "info"], capture_output=True, text=True, timeout=60, check=False
+            )
+        except subprocess.TimeoutExpired:
+            reasons.append(f"{candidate}: `info` timed out")
+            continue
+        if proc.returncode == 0:
+            return path, ""
+        reasons.append(f"{candidate}: `info` failed: {proc.stderr.strip()[-300:]}")
+    return None, "; ".join(reasons)
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """An image built by scripts/build-ml-container.sh in this session."""
+
+    ref: str  # versioned: ds-preprocessing:<version>-<sha>[-dev]
+    tag: str  # moving: ds-preprocessing:prod / :dev
+    log: str  # the engine's build output
+    seconds: float
+    size: int
+    revision: str  # git HEAD when it was built
+    clean: bool  # built with --no-cache
+    args: tuple[str, ...] = field(default=())
+
+    def __str__(self) -> str:
+        """The versioned reference (use it with the engine CLI)."""
+        return self.ref
+
+
+def git_head(cwd: Path = REPO) -> str:
+    """HEAD's full sha, or "unknown" outside git."""
+    proc = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=False
+    )
+    return proc.stdout.strip() if proc.returncode == 0 else "unknown"
+
+
+def build_image(
+    engine: Engine,
+    *args: str,
+    context: Path = REPO,
+    image_name: str = IMAGE_NAME,
+    no_cache: bool = False,
+    timeout: float = 1500,
+) -> BuiltImage:
+    """Run the build script (from `context`, a repo checkout or a copy) and describe the result."""
+    env = {
+        **os.environ,
+        "CONTAINER_ENGINE": engine.command,
+        "BASE_IMAGE": base_image(),
+        "IMAGE_NAME": image_name,
+    }
+    cmd = [str(context / "scripts" / "build-ml-container.sh"), *args]
+    if no_cache:
+        cmd.append("--no-cache")
+    revision = git_head(context)
+    start = time.monotonic()
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False, cwd=context
+    )
+    seconds = time.monotonic() - start
+    if proc.returncode != 0:
+        tail = proc.stderr[-6000:]
+        pytest.fail(f"{' '.join(cmd)} failed ({proc.returncode}):\n{tail}", pytrace=False)
+    ref = proc.stdout.strip().splitlines()[-1]
+    moving = {"dev": "dev", "production": "prod"}[args[args.index("--target") + 1]]
+    if "--slim" in args:
+        moving = "dev-slim"
+    if "--with-ml" in args:
+        moving = "prod-ml"
+    built = BuiltImage(
+        ref=ref,
+        tag=f"{image_name}:{moving}",
+        log=proc.stderr,
+        seconds=seconds,
+        size=engine.size(ref),
+        revision=revision,
+        clean=no_cache,
+        args=tuple(args),
+    )
+    print(f"\nbuilt {ref} in {seconds:.1f} s, {built.size / 1e6:.0f} MB")
+    return built
