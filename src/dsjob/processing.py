@@ -1,6 +1,7 @@
 """The built-in processing step: clean, deduplicate and convert a CSV or Parquet file with DuckDB.
 
-What the step does, in one streaming, memory-bounded DuckDB query:
+What the step does, in one streaming, memory-bounded DuckDB query (plus a
+cheap counting scan of the input that runs beside it on a second cursor):
 
 * reads the input (CSV: RFC 4180, comma, ``"`` quote, header line, UTF-8; or Parquet),
 * trims every string and turns empty strings into NULL,
@@ -18,8 +19,11 @@ Policies where the job contract leaves a choice:
   deduplication and the Parquet writer can run in parallel and spill freely;
   sort in ``transform_sql`` (``ORDER BY``) when order matters.
 * **Memory.** ``memory_limit`` defaults to the cgroup (container) limit or the
-  machine's RAM minus headroom for Python and the DuckDB binary; DuckDB spills
-  to ``temp_dir`` beyond it, so inputs much larger than memory work.
+  machine's RAM minus headroom for Python and the DuckDB binary (512 MiB
+  container -> 312 MB); DuckDB spills to ``temp_dir`` beyond it, so inputs much
+  larger than memory work. The exact-duplicate check holds every distinct row,
+  so under a small limit it spills most of the input once: that, not parsing,
+  is where a bounded run spends its extra time (see bench/results.md).
 * **Malformed rows** (ragged rows, undecodable bytes, values that do not fit the
   inferred type) fail the run with :class:`~dsjob.errors.MalformedInputError`
   naming the line (``on_bad_rows="fail"``, the default), or are skipped and
