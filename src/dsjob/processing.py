@@ -49,6 +49,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -118,8 +119,11 @@ def run_builtin(input_path: Path, output_dir: Path, settings: ProcessSettings) -
     started = time.monotonic()
     output_dir.mkdir(parents=True, exist_ok=True)
     own_temp = settings.temp_dir is None
-    temp_dir = settings.temp_dir or input_path.parent / ".duckdb-spill"
-    temp_dir.mkdir(parents=True, exist_ok=True)
+    if settings.temp_dir is None:
+        temp_dir = _private_spill_dir(input_path.parent)
+    else:
+        temp_dir = settings.temp_dir
+        temp_dir.mkdir(parents=True, exist_ok=True)
     try:
         with duckdb.connect(config=_connection_config(settings, temp_dir)) as con:
             # A session option (not accepted in the connect-time config).
@@ -141,6 +145,14 @@ def run_builtin(input_path: Path, output_dir: Path, settings: ProcessSettings) -
         },
     )
     return result
+
+
+def _private_spill_dir(beside: Path) -> Path:
+    """A fresh spill dir next to the input (same disk), or in the system temp dir if read-only."""
+    try:
+        return Path(tempfile.mkdtemp(prefix=".duckdb-spill-", dir=beside))
+    except OSError:
+        return Path(tempfile.mkdtemp(prefix="dsjob-spill-"))
 
 
 def _validate(settings: ProcessSettings) -> None:

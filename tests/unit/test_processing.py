@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -271,3 +272,25 @@ def test_skip_policy_with_no_good_rows_fails_and_leaves_nothing(tmp_path: Path) 
     with pytest.raises(MalformedInputError, match="no data rows"):
         run_builtin(src, tmp_path / "out", ProcessSettings(on_bad_rows="skip"))
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_unwritable_input_dir_spills_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the input's directory refuses the spill dir, the step spills to the temp dir."""
+    real = tempfile.mkdtemp
+    used: list[str] = []
+
+    def refuse_beside_input(prefix: str = "", dir: str | Path | None = None) -> str:  # noqa: A002
+        if dir is not None:
+            raise PermissionError(13, "read-only", str(dir))
+        used.append(real(prefix=prefix, dir=tmp_path / "tmp"))
+        return used[-1]
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr("dsjob.processing.tempfile.mkdtemp", refuse_beside_input)
+    src = write(tmp_path / "in.csv", MESSY)
+    result = run_builtin(src, tmp_path / "out", ProcessSettings())
+    assert result.rows_out == 3
+    assert len(used) == 1
+    assert not Path(used[0]).exists()
