@@ -192,6 +192,37 @@ def devcontainer_cli() -> str:
     return path
 
 
+def test_the_cli_reads_the_configuration(
+    devcontainer_cli: str, engine: Engine, tmp_path: Path
+) -> None:
+    """`devcontainer read-configuration` parses devcontainer.json and resolves its variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["HOME"] = str(tmp_path)
+    result = subprocess.run(
+        [
+            devcontainer_cli,
+            "read-configuration",
+            "--docker-path",
+            engine.command,  # it looks for a running container first
+            "--workspace-folder",
+            str(REPO),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    read = json.loads(result.stdout.strip().splitlines()[-1])
+    config = read["configuration"]
+    folder = read["workspace"]["workspaceFolder"]
+    assert config["build"]["args"] == read_jsonc(CONFIG)["build"]["args"]
+    assert config["containerEnv"]["PYTHONPATH"] == f"{folder}/src"
+    assert config["mounts"] == [f"source={tmp_path}/.aws,target=/home/dev/.aws,type=bind,readonly"]
+    assert config["runArgs"] == ["--env-file", f"{REPO}/.devcontainer/.host.env"]
+
+
 def copy_repository(dest: Path) -> None:
     """The repository's files (tracked and new, not ignored) into dest: what a clone has."""
     listing = subprocess.run(
@@ -271,10 +302,12 @@ def devcontainer(
         timeout=UP_TIMEOUT_S,
         check=False,
     )
+    (root / "devcontainer-up.log").write_text(up.stderr)  # the whole log, for a failure
     label = f"label=devcontainer.local_folder={workspace}"
     try:
         result = json.loads(up.stdout.strip().splitlines()[-1]) if up.stdout.strip() else {}
-        assert up.returncode == 0, f"devcontainer up failed: {result}\n{up.stderr[-6000:]}"
+        errors = [line for line in up.stderr.splitlines() if '"level":3' in line or "rror" in line]
+        assert up.returncode == 0, f"devcontainer up failed: {result}\n" + "\n".join(errors[-40:])
         assert result["outcome"] == "success", result
         assert result["remoteUser"] == "dev"
         yield DevContainer(devcontainer_cli, engine, workspace, env, result["containerId"])
