@@ -118,7 +118,8 @@ case "$mode" in
   shell)
     tty=(-i)
     [ -t 0 ] && tty+=(-t)
-    [ $# -gt 0 ] || set -- bash -l
+    # Not a login shell: Debian's /etc/profile resets PATH and would drop /opt/venv/bin.
+    [ $# -gt 0 ] || set -- bash
     exec "$engine" run --rm "${tty[@]}" "${args[@]}" "$image" "$@" ;;
   lab)
     tty=(-i)

@@ -371,3 +371,30 @@ def test_explicit_token_is_used_as_given(
             check=False,
         )
     assert name not in engine("ps", "-a", "--format", "{{.Names}}").stdout.split()
+
+
+def test_ml_shell_is_the_same_container_setup(
+    engine: Engine, dev_image: BuiltImage, workspace: Path
+) -> None:
+    """`make ml-shell` runs the dev image's venv on the mounted workspace, as the host user."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "JUPYTER_"))}
+    env.update(CONTAINER_ENGINE=engine.name, DEV_IMAGE=dev_image.ref)
+    commands = (
+        "command -v python\n"
+        'python -c "import dsjob; print(dsjob.__file__)"\n'
+        "touch /workspace/made-in-ml-shell\n"
+    )
+    result = subprocess.run(
+        ["make", "--no-print-directory", "ml-shell"],
+        cwd=workspace,
+        env=env,
+        input=commands,
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.split() == ["/opt/venv/bin/python", "/workspace/src/dsjob/__init__.py"]
+    made = (workspace / "made-in-ml-shell").stat()
+    assert (made.st_uid, made.st_gid) == (os.getuid(), os.getgid())
