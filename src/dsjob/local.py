@@ -60,8 +60,8 @@ class LocalAws:
 def start(host: str = "127.0.0.1", port: int = 0) -> LocalAws:
     """Start moto's server in a thread (port 0: a free port) and point this process at it.
 
-    Sets AWS_ENDPOINT_URL and, where unset, dummy credentials and a region in
-    `os.environ`, so every boto3 client made afterwards talks to the emulator.
+    Sets AWS_ENDPOINT_URL, dummy credentials and a region in `os.environ`, so every
+    boto3 client made afterwards talks to the emulator (and never with real keys).
     """
     try:
         from moto.server import ThreadedMotoServer  # noqa: PLC0415 - dev dependency
@@ -74,8 +74,9 @@ def start(host: str = "127.0.0.1", port: int = 0) -> LocalAws:
     bound_host, bound_port = server.get_host_and_port()
     endpoint = f"http://{bound_host}:{bound_port}"
     os.environ["AWS_ENDPOINT_URL"] = endpoint
-    for name, value in FAKE_CREDENTIALS.items():
-        os.environ.setdefault(name, value)
+    # The emulator's dummy keys, not whatever real ones are exported: nothing real
+    # should reach (or be printed for) a local emulator.
+    os.environ.update(FAKE_CREDENTIALS)
     LOGGER.info("embedded AWS started", extra={"endpoint": endpoint})
     return LocalAws(server, endpoint)
 
@@ -173,7 +174,7 @@ def main(args: argparse.Namespace) -> int:
         seed(Clients(), rows=args.rows, random_seed=args.seed, script_dir=script_dir)
         if args.local_command == "serve":
             print(f"export AWS_ENDPOINT_URL={aws.endpoint_url}", flush=True)
-            creds = " ".join(f"{k}={os.environ[k]}" for k in FAKE_CREDENTIALS)
+            creds = " ".join(f"{k}={v}" for k, v in FAKE_CREDENTIALS.items())
             print(f"export {creds}", flush=True)
             print("# embedded AWS is up; Ctrl-C to stop", file=sys.stderr, flush=True)
             _wait_for_signal()

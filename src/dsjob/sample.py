@@ -17,6 +17,7 @@ seconds rather than minutes of Python string formatting.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -129,7 +130,10 @@ def write_members_csv(path: Path, rows: int, seed: int = 7) -> None:
         raise ValueError("rows must be >= 0")
     con = duckdb.connect()
     try:
-        con.execute("SET enable_progress_bar = false")
+        # Inside a Jupyter kernel without ipywidgets, DuckDB refuses progress-bar
+        # settings altogether; the bar is off there anyway.
+        with contextlib.suppress(duckdb.Error):
+            con.execute("SET enable_progress_bar = false")
         target = str(path).replace("'", "''")
         con.execute(
             f"COPY ({_query(rows, seed)}) TO '{target}' (FORMAT csv, HEADER true, QUOTE '\"')"
