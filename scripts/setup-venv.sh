@@ -34,7 +34,8 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/dsjob" 
   exit 0  # already in sync with the lock: make targets stay fast
 fi
 [ -x "$VENV/bin/python" ] || "$uv_bin" venv --quiet --python "$PYTHON" "$VENV"
-"$uv_bin" pip sync --quiet --python "$VENV/bin/python" --require-hashes "$lock"
+# Bytecode compiled at install: start-up must not depend on PYTHONDONTWRITEBYTECODE.
+"$uv_bin" pip sync --quiet --python "$VENV/bin/python" --require-hashes --compile-bytecode "$lock"
 "$uv_bin" pip install --quiet --python "$VENV/bin/python" --no-deps -e .
 echo "$want" > "$stamp"
 echo "$VENV ready ($lock)" >&2
