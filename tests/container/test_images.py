@@ -45,6 +45,13 @@ def find_step(parsed: dict[str, bool], *needles: str) -> list[tuple[str, bool]]:
     return [(k, v) for k, v in parsed.items() if all(n in k for n in needles)]
 
 
+def layers(engine: Engine, ref: str) -> list[str]:
+    """The image's layer digests, base first."""
+    rootfs = engine.inspect(ref)["RootFS"]
+    assert isinstance(rootfs, dict)
+    return list(rootfs["Layers"])
+
+
 def run_in(
     engine: Engine, image: str, *cmd: str, user: str | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
@@ -101,23 +108,29 @@ def test_rebuild_after_source_change_reuses_dependency_layers(
         "prod_image" if target == "production" else "dev_image"
     )
     ctx = _context_copy(tmp_path)
+    name = "ds-preprocessing-rebuild-test"
+    # The same build from the copy first: the engine may hold several equivalent cached
+    # layers (clean builds made duplicates) and the comparison needs one lineage.
+    first = build_image(engine, "--target", target, context=ctx, image_name=name)
+    before = layers(engine, first.ref)
     init = ctx / "src" / "dsjob" / "__init__.py"
     # A unique change: an identical one from an earlier run would come from the cache.
     marker = f"touched by the rebuild test {uuid.uuid4().hex}"
     init.write_text(init.read_text(encoding="utf-8") + f"\n# {marker}\n")
-    name = "ds-preprocessing-rebuild-test"
     rebuilt = build_image(engine, "--target", target, context=ctx, image_name=name)
     try:
         parsed = steps(rebuilt.log)
+        # Within a stage buildah logs each step's result right after it.
         sync = find_step(parsed, "RUN", "uv pip sync")
         assert sync, f"no dependency step in:\n{rebuilt.log[-3000:]}"
         assert all(cached for _, cached in sync), f"dependency step rebuilt: {sync}"
-        project = find_step(parsed, "RUN", "--prefix /opt/project")
-        assert project, "no project-install step"
-        assert not any(cached for _, cached in project), "the project was not reinstalled"
-        venv_copy = find_step(parsed, "COPY --from=", "/opt/venv /opt/venv")
-        assert venv_copy, "no venv copy in the final stage"
-        assert all(cached for _, cached in venv_copy), f"venv re-copied: {venv_copy}"
+        # The final stage interleaves with the stages it copies from, so compare the
+        # images' layers instead: all but the project's last few are the same layers.
+        after = layers(engine, rebuilt.ref)
+        shared = next((i for i, (a, b) in enumerate(zip(before, after, strict=False)) if a != b), 0)
+        assert len(after) == len(before)
+        assert len(after) - shared <= 2, f"only {shared} of {len(after)} layers reused"
+        assert shared > 0
         print(
             f"{target}: first build {built.seconds:.0f} s, "
             f"rebuild after one src change {rebuilt.seconds:.1f} s"
