@@ -116,6 +116,13 @@ PY
   fi
 fi
 
+# A registry on loopback speaks plain HTTP (test and air-gapped setups); docker already
+# treats 127.0.0.0/8 as insecure, podman needs to be told.
+tls=()
+if [ "$(basename "$engine")" = podman ]; then
+  case "$registry" in localhost|localhost:*|127.*) tls=(--tls-verify=false) ;; esac
+fi
+
 for image in "${images[@]}"; do
   # Local name without a registry prefix podman adds (localhost/) or one given.
   local_ref=$image
@@ -125,10 +132,10 @@ for image in "${images[@]}"; do
     is_manifest=1
   fi
   if [ "$is_manifest" = 1 ]; then
-    run "$engine" manifest push --all "$local_ref" "docker://$remote" >&2
+    run "$engine" manifest push "${tls[@]}" --all "$local_ref" "docker://$remote" >&2
   else
     run "$engine" tag "$local_ref" "$remote"
-    run "$engine" push "$remote" >&2
+    run "$engine" push "${tls[@]}" "$remote" >&2
   fi
   echo "$remote"
 done
