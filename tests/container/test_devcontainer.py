@@ -276,6 +276,16 @@ def devcontainer(
     copy_repository(workspace)
     config = adapt_to_this_machine(read_jsonc(CONFIG), engine)
     (workspace / ".devcontainer" / "devcontainer.json").write_text(json.dumps(config, indent=2))
+    # Keep the copy consistent with itself: the unit tests run inside check that the
+    # devcontainer's build args equal config/versions.conf.
+    versions = workspace / "config" / "versions.conf"
+    versions.write_text(
+        re.sub(
+            r"(?m)^BASE_IMAGE=.*$",
+            f"BASE_IMAGE={config['build']['args']['BASE_IMAGE']}",
+            versions.read_text(),
+        )
+    )
     if os.getuid() == 0:
         # updateRemoteUserUID cannot give dev uid 0: let the image's dev (1000) own the copy.
         subprocess.run(["chown", "-R", "1000:1000", str(workspace)], check=True)
