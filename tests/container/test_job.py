@@ -78,7 +78,8 @@ def test_prod_image_runs_the_job_end_to_end(
     rc = proc.wait(300)
     try:
         assert rc == 0, "\n".join(lines[-30:])
-        status = json.loads(lines[-1])
+        # stdout and stderr are merged here: the status line is the last one with a status.
+        status = json.loads(next(x for x in reversed(lines) if x.startswith('{"status"')))
         assert status["status"] == "succeeded"
         # Includes creating and starting the container: an upper bound on start -> log.
         print(f"engine run -> first job log line {first_line_s:.2f} s")
