@@ -61,9 +61,10 @@ set +e
   -e AWS_ENDPOINT_URL="$endpoint" -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY \
   -e AWS_DEFAULT_REGION -e AWS_REGION \
   "$image" "${run_args[@]}" 2>&1 | while IFS= read -r line; do
-    if [ ! -e "$work/first" ]; then
+    # The job's first JSON log line, not the engine's own warnings.
+    if [ ! -e "$work/first" ] && [ "${line#\{}" != "$line" ]; then
       : >"$work/first"
-      awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN {printf "container start -> first log line: %.2f s\n", e - s}' >"$work/first"
+      awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN {printf "engine run -> first job log line: %.2f s\n", e - s}' >"$work/first"
     fi
     printf '%s\n' "$line"
   done
