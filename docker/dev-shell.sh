@@ -6,6 +6,9 @@
 
 [[ $- == *i* ]] || return 0
 
+# Login shells run Debian's /etc/profile, which resets PATH: put the venv back first.
+case ":${PATH}:" in *:/opt/venv/bin:*) ;; *) PATH=/opt/venv/bin:${PATH} ;; esac
+
 # The venv is already first on PATH; activation only sets VIRTUAL_ENV for tools
 # that look at it. Our prompt shows the environment, so keep activate's out of it.
 export VIRTUAL_ENV_DISABLE_PROMPT=1
