@@ -92,8 +92,13 @@ elif [ "$with_ml" = 1 ]; then
 fi
 versioned="$image_name:$version-$sha$flavour"
 tags=("$versioned" "$image_name:$moving")
+# Pushed: the versioned tag and explicit --tag values, never the moving tag. ECR
+# repositories keep tags immutable, so re-pushing ":prod" would fail the second time.
+push_tags=("$versioned")
 for t in "${extra_tags[@]}"; do
-  case "$t" in *:*) tags+=("$t") ;; *) tags+=("$image_name:$t") ;; esac
+  case "$t" in *:*) t_full=$t ;; *) t_full=$image_name:$t ;; esac
+  tags+=("$t_full")
+  push_tags+=("$t_full")
 done
 
 cmd=("$engine")
@@ -149,7 +154,7 @@ fi
 if [ "$engine_name" = docker ] && [ "$push" = 1 ] && [ "$multi" = 1 ]; then
   registry=${REGISTRY:?docker multi-platform push needs REGISTRY (buildx pushes while building)}
   cmd+=(--push)
-  for t in "${tags[@]}"; do cmd+=(--tag "$registry/$t"); done
+  for t in "${push_tags[@]}"; do cmd+=(--tag "$registry/$t"); done
 fi
 cmd+=(.)
 
@@ -163,7 +168,7 @@ if [ "$dry_run" = 1 ]; then
   if [ "$push" = 1 ] && ! { [ "$engine_name" = docker ] && [ "$multi" = 1 ]; }; then
     push_args=(--dry-run)
     [ "$push_force" = 1 ] && push_args+=(--force)
-    CONTAINER_ENGINE=$engine "$root/scripts/push-ecr.sh" "${push_args[@]}" "${tags[@]}"
+    CONTAINER_ENGINE=$engine "$root/scripts/push-ecr.sh" "${push_args[@]}" "${push_tags[@]}"
   fi
   echo "$versioned"
   exit 0
@@ -187,6 +192,6 @@ fi
 if [ "$push" = 1 ] && ! { [ "$engine_name" = docker ] && [ "$multi" = 1 ]; }; then
   push_args=()
   [ "$push_force" = 1 ] && push_args+=(--force)
-  CONTAINER_ENGINE=$engine "$root/scripts/push-ecr.sh" "${push_args[@]}" "${tags[@]}" >&2
+  CONTAINER_ENGINE=$engine "$root/scripts/push-ecr.sh" "${push_args[@]}" "${push_tags[@]}" >&2
 fi
 echo "$versioned"

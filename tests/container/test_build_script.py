@@ -70,7 +70,9 @@ def test_dry_run_multi_platform_uses_buildx_or_manifests() -> None:
     )
     assert docker.startswith("docker buildx build")
     assert "--push" in docker
-    assert "--tag registry.example:5000/ds-preprocessing:prod" in docker
+    # buildx pushes while building: only the immutable versioned tag goes to the registry.
+    assert "--tag registry.example:5000/ds-preprocessing:0." in docker
+    assert "registry.example:5000/ds-preprocessing:prod" not in docker
 
 
 def test_versions_conf_is_the_single_source() -> None:

@@ -101,9 +101,11 @@ def test_ml_push_to_a_real_registry_pulls_back_and_runs(
         f"http://{registry}/v2/ds-preprocessing/tags/list", timeout=10
     ) as answer:
         tags = json.load(answer)["tags"]
-    assert "prod" in tags
-    assert any(t.startswith("0.") or t[0].isdigit() for t in tags if t != "prod"), tags
-    remote = f"{registry}/ds-preprocessing:prod"
+    # Only the immutable <version>-<sha> tag: ECR refuses to overwrite a moving ":prod".
+    assert len(tags) == 1, tags
+    assert tags[0][0].isdigit(), tags
+    assert "prod" not in tags
+    remote = f"{registry}/ds-preprocessing:{tags[0]}"
     engine("rmi", remote, check=False)
     engine("pull", *engine.tls_args(), remote, timeout=600)
     try:
