@@ -23,13 +23,9 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
   esac
 done
-if [ -n "${CONTAINER_ENGINE:-}" ]; then
-  engine=$CONTAINER_ENGINE
-elif command -v docker >/dev/null 2>&1 && timeout 10 docker info >/dev/null 2>&1; then
-  engine=docker
-else
-  engine=podman
-fi
+# shellcheck source=scripts/lib/container-engine.sh
+. "$root/scripts/lib/container-engine.sh"
+engine=$(container_engine)
 dsjob=${DSJOB:-$root/.venv/bin/dsjob}
 [ -x "$dsjob" ] || { echo "$dsjob not found: run 'make setup'" >&2; exit 1; }
 

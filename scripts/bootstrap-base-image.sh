@@ -24,13 +24,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 tag=${tag:-localhost/debian:$suite-slim}
-if [ -n "${CONTAINER_ENGINE:-}" ]; then
-  engine=$CONTAINER_ENGINE
-elif command -v docker >/dev/null 2>&1 && timeout 10 docker info >/dev/null 2>&1; then
-  engine=docker
-else
-  engine=podman
-fi
+# shellcheck source=scripts/lib/container-engine.sh
+. scripts/lib/container-engine.sh
+engine=$(container_engine)
 
 if [ "$force" -eq 0 ] && "$engine" image inspect "$tag" >/dev/null 2>&1; then
   echo "$tag already present (use --force to rebuild)" >&2

@@ -65,13 +65,9 @@ esac
 if [ "$slim" = 1 ] && [ "$stage" != dev ]; then echo "--slim applies to --target dev" >&2; exit 2; fi
 if [ "$with_ml" = 1 ] && [ "$stage" != prod ]; then echo "--with-ml applies to --target production" >&2; exit 2; fi
 
-if [ -n "${CONTAINER_ENGINE:-}" ]; then
-  engine=$CONTAINER_ENGINE
-elif command -v docker >/dev/null 2>&1 && timeout 10 docker info >/dev/null 2>&1; then
-  engine=docker
-else
-  engine=podman
-fi
+# shellcheck source=scripts/lib/container-engine.sh
+. "$root/scripts/lib/container-engine.sh"
+engine=$(container_engine)
 engine_name=$(basename "$engine")
 
 version=$(awk -F'"' '/^version *=/ {print $2; exit}' pyproject.toml)

@@ -29,13 +29,11 @@ case "${1:-}" in
   *) echo "unknown mode: $1" >&2; usage >&2; exit 2 ;;
 esac
 
-engine=${CONTAINER_ENGINE:-}
-if [ -z "$engine" ]; then
-  if command -v podman >/dev/null 2>&1; then engine=podman
-  elif command -v docker >/dev/null 2>&1; then engine=docker
-  else echo "no container engine: install podman or docker (or set CONTAINER_ENGINE)" >&2; exit 1
-  fi
-fi
+# shellcheck source=scripts/lib/container-engine.sh
+. scripts/lib/container-engine.sh
+engine=$(container_engine)
+command -v "$engine" >/dev/null 2>&1 \
+  || { echo "no container engine: install podman or docker (or set CONTAINER_ENGINE)" >&2; exit 1; }
 engine_name=$(basename "$engine")
 image=${DEV_IMAGE:-${IMAGE_NAME}:dev}
 port=${JUPYTER_PORT:-8890}

@@ -49,13 +49,9 @@ if [ "$force" = 0 ]; then
   fi
 fi
 
-if [ -n "${CONTAINER_ENGINE:-}" ]; then
-  engine=$CONTAINER_ENGINE
-elif command -v docker >/dev/null 2>&1 && timeout 10 docker info >/dev/null 2>&1; then
-  engine=docker
-else
-  engine=podman
-fi
+# shellcheck source=scripts/lib/container-engine.sh
+. "$root/scripts/lib/container-engine.sh"
+engine=$(container_engine)
 
 show() { printf '%q ' "$@" | sed 's/ $//'; echo; }
 run() {

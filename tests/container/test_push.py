@@ -121,8 +121,9 @@ def test_ml_push_to_a_real_registry_pulls_back_and_runs(
 def test_push_refuses_a_dirty_tree(tmp_path: Path) -> None:
     """push-ecr.sh refuses uncommitted changes before touching any registry, unless --force."""
     repo = tmp_path / "repo"
-    (repo / "scripts").mkdir(parents=True)
-    shutil.copy2(REPO / "scripts" / "push-ecr.sh", repo / "scripts" / "push-ecr.sh")
+    (repo / "scripts" / "lib").mkdir(parents=True)
+    for name in ("push-ecr.sh", "lib/container-engine.sh"):  # the script and what it sources
+        shutil.copy2(REPO / "scripts" / name, repo / "scripts" / name)
     git = ["git", "-C", str(repo), "-c", "user.email=t@example.com", "-c", "user.name=t"]
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "."], check=True)
