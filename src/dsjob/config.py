@@ -27,6 +27,7 @@ LOGGER = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "/ds/preprocessing"
 OUTPUT_FORMATS = ("parquet", "csv", "both")
+PHASES = ("single", "map", "reduce", "commit")
 BAD_ROW_POLICIES = ("fail", "skip")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _SECRET_NAME = re.compile(r"secret|password|passwd|token|credential|api[-_]?key", re.IGNORECASE)
@@ -72,6 +73,15 @@ PARAMS: tuple[Param, ...] = (
     Param("output-dir", "publish to this local directory instead of S3", ssm=False),
     Param("run-id", "run id (Step Functions passes the execution name)", ssm=False),
     Param("work-root", "where the per-run work dir is created (default: system temp)", ssm=False),
+    Param(
+        "scheduled-time",
+        "the schedule tick that started this run (ISO 8601); the run id derives from it",
+        ssm=False,
+    ),
+    # Fan-out (map -> reduce -> commit over an input prefix); "single" is one ordinary run.
+    Param("phase", "single, map, reduce or commit", default="single", ssm=False),
+    Param("partition", "the partition a reduce task deduplicates (0-based)", ssm=False),
+    Param("partitions", "hash partitions of a fan-out run", default="16"),
 )
 PARAM_NAMES = frozenset(p.name for p in PARAMS)
 
@@ -118,6 +128,10 @@ class JobConfig:
     threads: int | None = None
     work_root: Path | None = None
     local_mode: bool = False
+    scheduled_time: str | None = None
+    phase: str = "single"
+    partition: int | None = None
+    partitions: int = 16
     sources: Mapping[str, str] = field(default_factory=dict)
     secret_names: frozenset[str] = frozenset()
 
@@ -142,6 +156,10 @@ class JobConfig:
             "memory_limit",
             "threads",
             "local_mode",
+            "scheduled_time",
+            "phase",
+            "partition",
+            "partitions",
         ):
             value = getattr(self, name)
             data[name] = (
@@ -299,6 +317,15 @@ def _build(  # noqa: C901, PLR0912, PLR0915 - one check per parameter, flat on p
     policy = raw.get("on-bad-rows", "fail").lower()
     if policy not in BAD_ROW_POLICIES:
         problems.append(f"on-bad-rows must be fail or skip, got {policy!r}")
+    phase = raw.get("phase", "single").lower()
+    if phase not in PHASES:
+        problems.append(f"phase must be one of {', '.join(PHASES)}, got {phase!r}")
+    partitions = _int(raw, "partitions", problems, minimum=1)
+    partition = _int(raw, "partition", problems, minimum=0) if "partition" in raw else None
+    if phase == "reduce" and partition is None:
+        problems.append("phase reduce needs partition (the 0-based partition to deduplicate)")
+    if partition is not None and partition >= partitions:
+        problems.append(f"partition must be below partitions ({partitions}), got {partition}")
     run_id = raw.get("run-id") or new_run_id()
     if not _RUN_ID.match(run_id):
         problems.append(f"run-id must be letters, digits and ._:- (max 128), got {run_id!r}")
@@ -334,6 +361,10 @@ def _build(  # noqa: C901, PLR0912, PLR0915 - one check per parameter, flat on p
         threads=threads,
         work_root=Path(raw["work-root"]) if "work-root" in raw else None,
         local_mode=local_mode,
+        scheduled_time=raw.get("scheduled-time"),
+        phase=phase,
+        partition=partition,
+        partitions=partitions,
         sources=sources,
         secret_names=frozenset(n.replace("-", "_") for n in secure) | secure,
     )
