@@ -12,6 +12,8 @@ line and ``sys.exit(error.exit_code)``::
     ├── UserCodeError               exit 4  script.py failed or timed out (final)
     │   └── ScriptTimeoutError
     ├── TransientError              exit 5  throttled, connection dropped: retry
+    ├── OutOfMemoryError            exit 6  the step ran out of memory: raise it, do not retry as is
+    ├── InterruptedRunError         exit 130  Ctrl-C (SIGINT)
     └── TerminatedError             exit 143  SIGTERM (ECS stop): nothing published
 
 Only ``TransientError`` is worth retrying; Step Functions retries on exit 5
@@ -32,6 +34,8 @@ class ExitCode(IntEnum):
     INPUT = 3
     USER_CODE = 4
     TRANSIENT = 5
+    OUT_OF_MEMORY = 6
+    INTERRUPTED = 130
     TERMINATED = 143
 
 
@@ -91,6 +95,18 @@ class TransientError(DsjobError):
 
     exit_code = ExitCode.TRANSIENT
     retryable = True
+
+
+class OutOfMemoryError(DsjobError):
+    """The step needed more memory than it was given; the same retry would fail again."""
+
+    exit_code = ExitCode.OUT_OF_MEMORY
+
+
+class InterruptedRunError(DsjobError):
+    """The user pressed Ctrl-C (SIGINT)."""
+
+    exit_code = ExitCode.INTERRUPTED
 
 
 class TerminatedError(DsjobError):
