@@ -6,18 +6,22 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
-from dsjob import logs
+from dsjob import logs, stop
 from dsjob.config import PARAMS
-from dsjob.errors import ConfigError, DsjobError, ExitCode, TerminatedError
+from dsjob.errors import (
+    ConfigError,
+    DsjobError,
+    ExitCode,
+    InterruptedRunError,
+    TerminatedError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from types import FrameType
 
     from dsjob.config import JobConfig
     from dsjob.health import Check
@@ -119,11 +123,6 @@ def _version() -> str:
     return version()
 
 
-def _raise_terminated(signum: int, frame: FrameType | None) -> NoReturn:
-    del frame
-    raise TerminatedError(f"received {signal.Signals(signum).name}; stopped without publishing")
-
-
 def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one return per command
     """Entry point of the `dsjob` console script."""
     args = _parser().parse_args(argv)
@@ -134,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
     try:
         if args.command == "run":
             # ECS stops a task with SIGTERM, then SIGKILL 30 s later.
-            signal.signal(signal.SIGTERM, _raise_terminated)
+            stop.install()
             return _cmd_run(args, progress=not use_json)
         if args.command in ("health", "versions"):
             from dsjob import health  # noqa: PLC0415
@@ -156,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
         return local.main(args)
     except DsjobError as exc:
         _fail(exc, exc.exit_code, run_id=getattr(args, "run_id_resolved", None))
-        if isinstance(exc, TerminatedError):
+        if isinstance(exc, (TerminatedError, InterruptedRunError)):
             # A daemon worker may still be inside DuckDB; skip interpreter teardown.
             sys.stdout.flush()
             sys.stderr.flush()

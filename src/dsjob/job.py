@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import shutil
 import tempfile
 import threading
 import time
@@ -15,6 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from dsjob import stop, workdir
 from dsjob.config import S3Location
 from dsjob.errors import MalformedInputError
 from dsjob.publish import Published, manifest_key, prune, publish
@@ -95,6 +95,7 @@ def _in_worker(func: Callable[[], T]) -> T:
     worker.start()
     while worker.is_alive():
         worker.join(0.1)
+        stop.checkpoint("while processing")
     if "error" in box:
         raise box["error"]
     value: T = box["value"]
@@ -144,6 +145,7 @@ def run(cfg: JobConfig, clients: Clients | None, *, progress: bool = False) -> R
         mark = time.perf_counter()
         fetched = _fetch_all(cfg, work, s3, progress=progress)
         timings["fetch_s"] = round(time.perf_counter() - mark, 3)
+        stop.checkpoint("after fetching the inputs")
         output_dir = work / "output"
         output_dir.mkdir()
         mark = time.perf_counter()
@@ -155,6 +157,7 @@ def run(cfg: JobConfig, clients: Clients | None, *, progress: bool = False) -> R
                 *_run_builtin(cfg, fetched, work, output_dir),
             )
         timings["process_s"] = round(time.perf_counter() - mark, 3)
+        stop.checkpoint("after processing")
         rows_out = sum(v for v in records.values() if v is not None) if records else None
         mark = time.perf_counter()
         manifest = _manifest(
@@ -181,7 +184,7 @@ def run(cfg: JobConfig, clients: Clients | None, *, progress: bool = False) -> R
         timings["publish_s"] = round(time.perf_counter() - mark, 3)
     finally:
         if os.environ.get("DSJOB_KEEP_WORK") != "1":
-            shutil.rmtree(work, ignore_errors=True)
+            workdir.remove_tree(work)
     return RunSummary(
         run_id=cfg.run_id,
         status="succeeded",

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from dsjob import stop
 from dsjob.errors import DsjobError, TransientError, UserCodeError
 from dsjob.storage import sha256_file
 
@@ -104,6 +105,7 @@ def publish(
     done: list[Published] = []
     try:
         for path in files:
+            stop.checkpoint(f"before uploading {path.name}")
             rel = path.relative_to(output_dir)
             stem, ext = _split(rel.name)
             sub = rel.parent.as_posix() + "/" if rel.parent.as_posix() != "." else ""
@@ -118,6 +120,7 @@ def publish(
             done.append(_verify(store, key, path.stat().st_size, digest, count))
         manifest = {**manifest, "outputs": [o.__dict__ for o in done]}
         mkey = manifest_key(prefix, run_id)
+        stop.checkpoint("before writing the run manifest")
         store.put_bytes(
             mkey, json.dumps(manifest, indent=2, default=str).encode(), "application/json"
         )
@@ -125,7 +128,7 @@ def publish(
         _rollback(store, uploaded)
         raise
     LOGGER.info("manifest written", extra={"manifest": store.uri(mkey)})
-    pruned = prune(store, done, keep_outputs)
+    pruned = () if stop.skip("the prune of older outputs") else prune(store, done, keep_outputs)
     return PublishResult(tuple(done), store.uri(mkey), pruned)
 
 
