@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import os
 import secrets
 import shutil
 import sys
@@ -301,16 +300,9 @@ class LocalStore:
             tmp.unlink(missing_ok=True)
 
     def put_file(self, path: Path, key: str, metadata: Mapping[str, str], sha256: str) -> None:
-        """Hard-link when on the same filesystem (no copy of gigabytes), else copy."""
+        """Copy, never link: a link would let whoever wrote the file change it after the verify."""
         del metadata, sha256  # kept in the manifest for local outputs
-
-        def write(tmp: Path) -> None:
-            try:
-                os.link(path, tmp)
-            except OSError:
-                shutil.copyfile(path, tmp)
-
-        self._write_atomically(key, write)
+        self._write_atomically(key, lambda tmp: shutil.copyfile(path, tmp))
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         """Write a small file atomically."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -15,12 +16,14 @@ from pathlib import Path
 import pytest
 
 from dsjob.context import JobContext
-from dsjob.custom import ScriptResult, run_script
+from dsjob.custom import MAX_OUTPUT_DEPTH, ScriptResult, run_script
 from dsjob.errors import (
     MissingObjectError,
     ScriptTimeoutError,
     UserCodeError,
 )
+from dsjob.reaper import CGROUP_ROOT, Reaper
+from dsjob.workdir import remove_tree
 
 pytestmark = pytest.mark.unit
 
@@ -278,7 +281,7 @@ def test_sigterm_is_forwarded_to_the_script(ctx: JobContext) -> None:
     done = _run_helper_and_sigterm(ctx, grace_s=20)
     assert done.returncode == 143, done.stderr
     assert "TerminatedError" in done.stderr
-    assert "nothing published" in done.stderr
+    assert "stopped without publishing" in done.stderr
     assert (ctx.work_dir / "got-signal").read_text() == "SIGTERM"
     # The script exited at once, so the job did not sit out the 20 s grace period.
     assert time.monotonic() - started < 10
@@ -350,3 +353,129 @@ def test_example_script_runs_without_pyarrow(ctx: JobContext, tmp_path: Path) ->
     assert ids == rows
     assert nulls == 0
     assert years >= 2015
+
+
+def _cgroup_writable() -> bool:
+    reaper = Reaper(CGROUP_ROOT)
+    try:
+        return reaper.uses_cgroup
+    finally:
+        reaper.kill_all(os.getpid())
+
+
+# Double fork with setsid: the grandchild leaves the script's session and process
+# group and is reparented away from the script, then keeps writing for 30 s.
+_ESCAPE = """
+import os, pathlib, time
+import dsjob
+out = dsjob.context().output_dir
+(out / "result.txt").write_text("final")
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        pathlib.Path("escaped-pid").write_text(str(os.getpid()))
+        for _ in range(300):
+            time.sleep(0.1)
+            (out / "result.txt").write_text("rewritten by the escaped grandchild")
+    os._exit(0)
+while not pathlib.Path("escaped-pid").exists():
+    time.sleep(0.01)
+"""
+
+
+@pytest.mark.parametrize("mode", ["cgroup", "process tree"])
+def test_grandchild_escaping_with_setsid_is_killed(
+    ctx: JobContext, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A grandchild that left the script's session with setsid is dead once run_script returns."""
+    if mode == "cgroup" and not _cgroup_writable():
+        pytest.skip("no writable cgroup on this machine")
+    script = _script(ctx, _ESCAPE)
+    with caplog.at_level(logging.INFO, logger="dsjob.custom"):
+        run_script(script, ctx, timeout=30, cgroup_root=CGROUP_ROOT if mode == "cgroup" else None)
+    escaped = int((ctx.work_dir / "escaped-pid").read_text())
+    assert not _pid_alive(escaped)
+    kinds = [getattr(r, "containment", "") for r in caplog.records if r.name == "dsjob.custom"]
+    assert kinds[0].startswith(mode), kinds
+    assert any("left running" in r.getMessage() for r in caplog.records)
+
+
+def test_script_environment_drops_job_settings(
+    ctx: JobContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job's own DSJOB_* settings stay out of the script's env; context and AWS vars stay in."""
+    monkeypatch.setenv("DSJOB_OUTPUT_BUCKET", "job-only")
+    monkeypatch.setenv("DSJOB_PARAM_PREFIX", "/secret/prefix")
+    script = _script(
+        ctx,
+        """
+        import json, os, dsjob
+        names = sorted(k for k in os.environ if k.startswith(("DSJOB_", "AWS_")))
+        (dsjob.context().output_dir / "env.json").write_text(json.dumps(names))
+        """,
+    )
+    run_script(script, ctx, timeout=30)
+    names = json.loads((ctx.output_dir / "env.json").read_text())
+    assert names == [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_CONFIG_FILE",
+        "AWS_DEFAULT_REGION",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "DSJOB_INPUT_PATH",
+        "DSJOB_OUTPUT_DIR",
+        "DSJOB_PROCESS_TAG",
+        "DSJOB_RUN_ID",
+        "DSJOB_WORK_DIR",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("os.symlink('/etc/passwd', out / 'report.txt')", r"symlink .*report\.txt -> /etc/passwd"),
+        ("os.symlink('data.csv', out / 'link.csv')", r"symlink .*link\.csv -> data\.csv"),
+        (
+            "(out / 'sub').mkdir(); os.symlink('/etc', out / 'sub' / 'etc')",
+            r"symlink .*sub/etc -> /etc",
+        ),
+        ("os.mkfifo(out / 'pipe')", r"pipe in its output dir, which is not a regular file"),
+    ],
+)
+def test_outputs_that_are_not_regular_files_fail(ctx: JobContext, body: str, message: str) -> None:
+    """A symlink (absolute or relative, file or dir) or a fifo in the output dir is exit 4."""
+    script = _script(
+        ctx,
+        f"""
+        import os, dsjob
+        out = dsjob.context().output_dir
+        (out / "data.csv").write_text("id\\n1\\n")
+        {body}
+        """,
+    )
+    with pytest.raises(UserCodeError, match=message) as excinfo:
+        run_script(script, ctx, timeout=30)
+    assert excinfo.value.exit_code == 4
+
+
+def test_output_tree_deeper_than_the_cap_fails_fast(ctx: JobContext) -> None:
+    """An output dir nested 1,100 levels deep is refused (exit 4) without walking it recursively."""
+    script = _script(
+        ctx,
+        """
+        import os, dsjob
+        os.chdir(dsjob.context().output_dir)
+        for _ in range(1100):
+            os.mkdir("d")
+            os.chdir("d")
+        open("deep.txt", "w").write("x")
+        """,
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(UserCodeError, match=f"deeper than {MAX_OUTPUT_DEPTH} levels at d/d/"):
+            run_script(script, ctx, timeout=30)
+        assert time.monotonic() - started < 10
+    finally:
+        # pytest's own tmp cleanup (shutil.rmtree) would hit a RecursionError on this tree.
+        assert remove_tree(ctx.output_dir)
