@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EXCLUDED_NAMES",
     "FIXED_MTIME",
+    "MAX_DEPTH",
     "MAX_MEMBERS",
     "MAX_TOTAL_BYTES",
     "build_package",
@@ -30,6 +31,9 @@ LOGGER = logging.getLogger(__name__)
 
 MAX_TOTAL_BYTES = 1 << 30
 MAX_MEMBERS = 10_000
+# Python packages nest a handful of levels; thousands make extraction quadratic
+# (every member re-walks its parents) and removal recursive, so refuse them up front.
+MAX_DEPTH = 32
 
 # 2000-01-01T00:00:00Z for every member: a constant (not SOURCE_DATE_EPOCH, not the
 # files' mtimes) so the same tree gives the same sha256 on every machine, and not 0
@@ -57,6 +61,7 @@ def safe_extract(
     *,
     max_total_bytes: int = MAX_TOTAL_BYTES,
     max_members: int = MAX_MEMBERS,
+    max_depth: int = MAX_DEPTH,
 ) -> list[Path]:
     """Extract a tar(.gz) into ``dest`` after checking every member header first.
 
@@ -65,8 +70,9 @@ def safe_extract(
     link can only point at or below its own directory, which keeps every path,
     followed through any chain of links, inside ``dest``), hardlinks to anything but
     an earlier regular-file member, devices, fifos, sparse files, duplicate names,
-    members that would overwrite a file already in ``dest``, more than
-    ``max_members`` members, and more than ``max_total_bytes`` of file data. A tar
+    members that would overwrite a file already in ``dest``, names more than
+    ``max_depth`` levels deep, more than ``max_members`` members, and more than
+    ``max_total_bytes`` of file data. A tar
     header's size is exactly the number of bytes tarfile writes for that member
     (sparse members, whose expanded size differs, are refused), so the header sum
     bounds what reaches the disk. Python's ``data`` filter is applied on top where
@@ -77,6 +83,7 @@ def safe_extract(
         dest: the directory to extract into (created if missing).
         max_total_bytes: limit on the sum of regular file sizes.
         max_members: limit on the number of members of any type.
+        max_depth: limit on the path components of a member name.
 
     Returns:
         The extracted paths, in archive order.
@@ -92,7 +99,11 @@ def safe_extract(
     try:
         with tarfile.open(archive, "r:*") as tar:
             members = _checked_members(
-                tar, root, max_total_bytes=max_total_bytes, max_members=max_members
+                tar,
+                root,
+                max_total_bytes=max_total_bytes,
+                max_members=max_members,
+                max_depth=max_depth,
             )
             _extract(tar, root, members, use_data_filter=hasattr(tarfile, "data_filter"))
     except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
@@ -143,12 +154,16 @@ class _Seen:
 
 
 def _checked_members(
-    tar: tarfile.TarFile, root: Path, *, max_total_bytes: int, max_members: int
+    tar: tarfile.TarFile, root: Path, *, max_total_bytes: int, max_members: int, max_depth: int
 ) -> list[tarfile.TarInfo]:
     seen = _Seen()
     members: list[tarfile.TarInfo] = []
     for member in _iter_members(tar, max_members):
         path = _check_name(member.name)
+        if len(path.parts) > max_depth:
+            raise UnsafeArchiveError(
+                member.name, f"nested {len(path.parts)} levels deep (the limit is {max_depth})"
+            )
         if not member.isdir():
             _check_entry(member, path, root, seen, max_total_bytes)
         members.append(member)

@@ -8,6 +8,7 @@ import io
 import subprocess
 import sys
 import tarfile
+import time
 from typing import TYPE_CHECKING
 
 import boto3
@@ -110,7 +111,11 @@ def test_extract_without_stdlib_filter_is_equivalent(
     dest.mkdir()
     with tarfile.open(_tarball(tmp_path / "p.tar.gz", [(info, data)])) as tar:
         members = archive._checked_members(
-            tar, dest, max_total_bytes=archive.MAX_TOTAL_BYTES, max_members=10
+            tar,
+            dest,
+            max_total_bytes=archive.MAX_TOTAL_BYTES,
+            max_members=10,
+            max_depth=archive.MAX_DEPTH,
         )
         archive._extract(tar, dest, members, use_data_filter=use_data_filter)
     mode = (dest / "package/run.py").stat().st_mode
@@ -196,6 +201,30 @@ def test_too_many_members_is_refused(tmp_path: Path) -> None:
     """An archive with more members than the limit is refused at the first one over it."""
     members = [_file(f"package/m{i:03d}.py", b"") for i in range(30)]
     assert _refused(tmp_path, members, max_members=20) == "package/m020.py"
+
+
+def test_deep_nesting_is_refused_fast_naming_the_member(tmp_path: Path) -> None:
+    """1,000 nested directory levels (well under the member limit) are refused at once."""
+    members = []
+    name = "package"
+    for _ in range(1000):
+        name += "/d"
+        info = tarfile.TarInfo(name)
+        info.type = tarfile.DIRTYPE
+        members.append((info, b""))
+    members.append(_file(f"{name}/deep.py"))
+    started = time.monotonic()
+    refused = _refused(tmp_path, members)
+    assert time.monotonic() - started < 5
+    depth = archive.MAX_DEPTH + 1
+    assert refused == "package" + "/d" * (depth - 1)
+
+
+def test_nesting_at_the_depth_limit_extracts(tmp_path: Path) -> None:
+    """A file exactly MAX_DEPTH components deep is accepted: the cap is not off by one."""
+    name = "/".join(["package", *["d"] * (archive.MAX_DEPTH - 2), "ok.py"])
+    safe_extract(_tarball(tmp_path / "p.tar.gz", [_file(name)]), tmp_path / "work")
+    assert (tmp_path / "work" / name).read_bytes() == b"x = 1\n"
 
 
 def test_overwriting_existing_file_is_refused(tmp_path: Path) -> None:
