@@ -276,6 +276,9 @@ def _build(  # noqa: C901, PLR0912, PLR0915 - one check per parameter, flat on p
     inp: Location | None = None
     if "input" in raw:
         inp = _location(raw["input"])
+    elif raw.get("phase", "").lower() in ("reduce", "commit"):
+        # A fan-out's reduce and commit read the run's work files, not an input object.
+        inp = S3Location(raw.get("input-bucket", ""), raw.get("input-key", ""))
     else:
         missing.extend(n for n in ("input-bucket", "input-key") if n not in raw)
         if "input-bucket" in raw and "input-key" in raw:

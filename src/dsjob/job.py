@@ -126,6 +126,10 @@ def run(cfg: JobConfig, clients: Clients | None, *, progress: bool = False) -> R
         clients: AWS clients (None in pure local mode).
         progress: draw transfer progress bars (TTY text mode).
     """
+    if cfg.phase != "single":  # map / reduce / commit of a fan-out run
+        from dsjob import fanout  # noqa: PLC0415 - imports this module
+
+        return fanout.run_phase(cfg, clients)
     t0 = time.perf_counter()
     started = datetime.now(UTC)
     store, prefix = make_store(cfg, clients, progress=progress)
