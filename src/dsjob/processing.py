@@ -60,7 +60,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from dsjob.errors import (
     DsjobError,
@@ -76,6 +76,7 @@ if TYPE_CHECKING:
     import duckdb
 
 LOGGER = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 OUTPUT_FORMATS = ("parquet", "csv")
 #: Rows the type inference looks at (from the start of the input).
@@ -497,28 +498,35 @@ def dedup_and_write(
         InputError: nothing is left to write.
         UserCodeError: the transform failed or was refused.
     """
+    try:
+        return with_retyping(
+            cleaned, lambda current: _write(con, current, output_dir, settings, counts)
+        )
+    finally:
+        _discard_partials(output_dir, settings)
+
+
+def with_retyping(cleaned: Cleaned, work: Callable[[Cleaned], _T]) -> _T:
+    """Run ``work(cleaned)``; when a value misfits its inferred type, re-type that column and rerun.
+
+    ``work`` must run a query over :meth:`Cleaned.select` and undo its own partial
+    effects when it raises (the rerun starts from scratch).
+    """
     import duckdb  # noqa: PLC0415
 
     while True:
         try:
-            return _write(con, cleaned, output_dir, settings, counts)
+            return work(cleaned)
         except duckdb.InvalidInputException as error:
             misfit = re.search(rf"{_MISFIT}(\d+)", str(error))
             if misfit is None:
                 raise
-            cleaned = cleaned.as_varchar(int(misfit.group(1)))
-            name = cleaned.retyped[-1]
+            name = list(cleaned.types)[int(misfit.group(1))]
             LOGGER.warning(
                 "a value after the sample does not fit the inferred type; column re-typed VARCHAR",
-                extra={"column": name, "inferred": _inferred(cleaned, name)},
+                extra={"column": name, "inferred": cleaned.types[name]},
             )
-        finally:
-            _discard_partials(output_dir, settings)
-
-
-def _inferred(cleaned: Cleaned, name: str) -> str:
-    """The type inference chose for a column before it was re-typed (for the log)."""
-    return cleaned.raw[name] if cleaned.raw[name] != "VARCHAR" else "narrower than VARCHAR"
+            cleaned = cleaned.as_varchar(int(misfit.group(1)))
 
 
 def _write(

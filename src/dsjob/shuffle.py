@@ -82,11 +82,8 @@ def partition_key(column_sql: str) -> str:
 
 
 def _connect(settings: processing.ProcessSettings, spill: Path) -> duckdb.DuckDBPyConnection:
-    import duckdb  # noqa: PLC0415 -- lazy: `dsjob --help` must not pay for DuckDB
 
-    con = duckdb.connect(config=processing._connection_config(settings, spill))
-    con.execute("SET enable_progress_bar = false")
-    return con
+    return processing.connect(settings, spill)
 
 
 def _translated() -> AbstractContextManager[None]:
@@ -116,35 +113,36 @@ def map_object(
         settings: the built-in step's settings (id column, bad-row policy, memory, threads).
         partitions: P; a row goes to ``hash(...) % P``.
     """
-    processing._validate(settings)
     out, spill = work / "parts", work / "spill"
     spill.mkdir(parents=True, exist_ok=True)
     with _translated(), _connect(settings, spill) as con:
-        step = processing._Step(con, input_path, out, settings)
-        if not step.is_parquet:
-            processing._check_not_empty(input_path)
-        columns = step.describe()
-        select, sampled = step.clean_select(columns)
-        if sampled == 0 and not step.skip_bad:
-            raise step.no_rows()
-        rows_in, null_ids, malformed = step.count(con.cursor(), columns)
+        found = processing.sniff_and_clean(con, input_path, settings)
+        counts = processing.count_rows(con.cursor(), found)
+        rows_in, null_ids, malformed = counts.rows_in, counts.null_id, counts.malformed
         if rows_in - malformed == 0:
-            raise step.no_rows()
-        types = {str(r[0]): str(r[1]) for r in con.execute(f"DESCRIBE {select}").fetchall()}
-        q = processing._quote_ident
-        id_filter = (
-            f"WHERE {q(settings.id_column)} IS NOT NULL" if settings.id_column in types else ""
-        )
-        texts = ", ".join(f"CAST({q(c)} AS VARCHAR) AS {q(c)}" for c in types)
-        keys = ", ".join(partition_key(q(c)) for c in types)
-        # The hash reads the cleaned text from the SELECT below it, never the raw column.
-        cleaned = f"SELECT {texts} FROM ({select}) {id_filter}"
-        hashed = f"SELECT *, hash({keys}) % {partitions} AS {PART_COLUMN} FROM ({cleaned})"
-        path = processing._quote_str(str(out))
-        con.execute(
-            f"COPY ({hashed}) TO {path} "
-            f"(FORMAT parquet, COMPRESSION zstd, PARTITION_BY ({PART_COLUMN}))"
-        )
+            raise processing._no_rows(found)
+
+        def split(cleaned: processing.Cleaned) -> dict[str, str]:
+            shutil.rmtree(out, ignore_errors=True)
+            select = cleaned.select()
+            types = {str(r[0]): str(r[1]) for r in con.execute(f"DESCRIBE {select}").fetchall()}
+            q = processing._quote_ident
+            id_filter = (
+                f"WHERE {q(settings.id_column)} IS NOT NULL" if settings.id_column in types else ""
+            )
+            texts = ", ".join(f"CAST({q(c)} AS VARCHAR) AS {q(c)}" for c in types)
+            keys = ", ".join(partition_key(q(c)) for c in types)
+            # The hash reads the cleaned text from the SELECT below it, never the raw column.
+            text = f"SELECT {texts} FROM ({select}) {id_filter}"
+            hashed = f"SELECT *, hash({keys}) % {partitions} AS {PART_COLUMN} FROM ({text})"
+            path = processing._quote_str(str(out))
+            con.execute(
+                f"COPY ({hashed}) TO {path} "
+                f"(FORMAT parquet, COMPRESSION zstd, PARTITION_BY ({PART_COLUMN}))"
+            )
+            return types
+
+        types = processing.with_retyping(found, split)
         files, non_null = _collect_parts(con, out, list(types))
     rows = sum(n for _, n in files.values())
     dropped = {"null_id": null_ids, "malformed": malformed}
