@@ -82,7 +82,6 @@ def partition_key(column_sql: str) -> str:
 
 
 def _connect(settings: processing.ProcessSettings, spill: Path) -> duckdb.DuckDBPyConnection:
-
     return processing.connect(settings, spill)
 
 
