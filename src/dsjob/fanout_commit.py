@@ -17,6 +17,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from dsjob import stop
 from dsjob.errors import InputError, MalformedInputError
 from dsjob.job import RunSummary, version
 from dsjob.publish import Published, manifest_key
@@ -84,7 +85,7 @@ def _reduce_records(work: WorkArea, cfg: JobConfig, tags: list[str]) -> list[dic
 
 def run_commit(cfg: JobConfig, work: WorkArea, t0: float) -> RunSummary:
     """Verify every part, write the manifest, the current pointer, prune, remove the work files."""
-    from dsjob.fanout import map_records  # noqa: PLC0415 - fanout imports this module
+    from dsjob.fanout_tasks import map_records  # noqa: PLC0415 - loads the tasks lazily
 
     maps = map_records(work, cfg)
     reduces = _reduce_records(work, cfg, sorted(m["tag"] for m in maps))
@@ -129,6 +130,7 @@ def run_commit(cfg: JobConfig, work: WorkArea, t0: float) -> RunSummary:
         "versions": {"dsjob": version()},
     }
     mkey = manifest_key(work.prefix, cfg.run_id)
+    stop.checkpoint("before writing the manifest")
     if not work.put_new(mkey, json.dumps(manifest, indent=2).encode()):
         # A twin commit of the same run got there first: report its result.
         committed = already_committed(work, cfg, t0)
