@@ -81,10 +81,6 @@ def partition_key(column_sql: str) -> str:
     )
 
 
-def _connect(settings: processing.ProcessSettings, spill: Path) -> duckdb.DuckDBPyConnection:
-    return processing.connect(settings, spill)
-
-
 def _translated() -> AbstractContextManager[None]:
     """DuckDB errors become the built-in step's dsjob errors."""
     import contextlib  # noqa: PLC0415
@@ -114,7 +110,7 @@ def map_object(
     """
     out, spill = work / "parts", work / "spill"
     spill.mkdir(parents=True, exist_ok=True)
-    with _translated(), _connect(settings, spill) as con:
+    with _translated(), processing.connect(settings, spill) as con:
         found = processing.sniff_and_clean(con, input_path, settings)
         counts = processing.count_rows(con.cursor(), found)
         rows_in, null_ids, malformed = counts.rows_in, counts.null_id, counts.malformed
@@ -123,23 +119,17 @@ def map_object(
 
         def split(cleaned: processing.Cleaned) -> dict[str, str]:
             shutil.rmtree(out, ignore_errors=True)
-            select = cleaned.select()
-            types = {str(r[0]): str(r[1]) for r in con.execute(f"DESCRIBE {select}").fetchall()}
             q = processing._quote_ident
-            id_filter = (
-                f"WHERE {q(settings.id_column)} IS NOT NULL" if settings.id_column in types else ""
-            )
-            texts = ", ".join(f"CAST({q(c)} AS VARCHAR) AS {q(c)}" for c in types)
-            keys = ", ".join(partition_key(q(c)) for c in types)
+            texts = ", ".join(f"CAST({q(c)} AS VARCHAR) AS {q(c)}" for c in cleaned.types)
+            keys = ", ".join(partition_key(q(c)) for c in cleaned.types)
             # The hash reads the cleaned text from the SELECT below it, never the raw column.
-            text = f"SELECT {texts} FROM ({select}) {id_filter}"
+            text = f"SELECT {texts} FROM ({cleaned.kept()})"
             hashed = f"SELECT *, hash({keys}) % {partitions} AS {PART_COLUMN} FROM ({text})"
-            path = processing._quote_str(str(out))
             con.execute(
-                f"COPY ({hashed}) TO {path} "
+                f"COPY ({hashed}) TO {processing._quote_str(str(out))} "
                 f"(FORMAT parquet, COMPRESSION zstd, PARTITION_BY ({PART_COLUMN}))"
             )
-            return types
+            return dict(cleaned.types)
 
         types = processing.with_retyping(found, split)
         files, non_null = _collect_parts(con, out, list(types))
@@ -238,7 +228,7 @@ def reduce_partition(
     query = f"SELECT DISTINCT {casts} FROM {source}"
     written: list[Path] = []
     rows = 0
-    with _translated(), _connect(settings, spill) as con:
+    with _translated(), processing.connect(settings, spill) as con:
         for fmt in sorted(settings.output_formats, key=processing.OUTPUT_FORMATS.index):
             target = target_stem.with_name(f"{target_stem.name}.{fmt}")
             options = (
