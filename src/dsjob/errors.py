@@ -12,6 +12,7 @@ line and ``sys.exit(error.exit_code)``::
     ├── UserCodeError               exit 4  script.py failed or timed out (final)
     │   └── ScriptTimeoutError
     ├── TransientError              exit 5  throttled, connection dropped: retry
+    │   └── ConflictError                   a conditional write lost a race for a key
     ├── OutOfMemoryError            exit 6  the step ran out of memory: raise it, do not retry as is
     ├── InterruptedRunError         exit 130  Ctrl-C (SIGINT)
     └── TerminatedError             exit 143  SIGTERM (ECS stop): nothing published
@@ -95,6 +96,10 @@ class TransientError(DsjobError):
 
     exit_code = ExitCode.TRANSIENT
     retryable = True
+
+
+class ConflictError(TransientError):
+    """A conditional write found its key taken (HTTP 412) or contended (409): pick again."""
 
 
 class OutOfMemoryError(DsjobError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import platform
@@ -14,11 +15,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from dsjob import stop, workdir
+from dsjob import history, stop, workdir
 from dsjob.config import S3Location
-from dsjob.errors import MalformedInputError
-from dsjob.publish import Published, manifest_key, prune, publish
-from dsjob.storage import LocalStore, OutputStore, S3Store, fetch, is_s3, sha256_file
+from dsjob.errors import ConfigError, MalformedInputError, UserCodeError
+from dsjob.publish import Published, already_published, manifest_key, publish
+from dsjob.storage import LocalStore, OutputStore, fetch, is_s3, sha256_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
     from dsjob.aws import Clients
     from dsjob.config import JobConfig, Location
+    from dsjob.publish import PublishResult
     from dsjob.storage import FetchedFile
 
 LOGGER = logging.getLogger(__name__)
@@ -72,8 +74,11 @@ def make_store(
 ) -> tuple[OutputStore, str]:
     """The output store and the key prefix inside it."""
     if isinstance(cfg.output, S3Location):
+        from dsjob.s3store import S3Store  # noqa: PLC0415 - boto3 loads only for S3 output
+
         assert clients is not None  # noqa: S101 - resolve() guarantees clients for S3 output
-        return S3Store(clients.s3, cfg.output.bucket, progress=progress), cfg.output.key
+        store = S3Store(clients.s3, cfg.output.bucket, progress=progress, checkpoint=_checkpoint)
+        return store, cfg.output.key
     return LocalStore(cfg.output), ""
 
 
@@ -100,6 +105,24 @@ def _in_worker(func: Callable[[], T]) -> T:
         raise box["error"]
     value: T = box["value"]
     return value
+
+
+def tick_run_id(scheduled_time: str) -> str:
+    """The run id of a schedule tick: ``scheduled-YYYYMMDDTHHMMSSZ`` of the tick in UTC.
+
+    Every delivery of one tick (EventBridge Scheduler delivers at least once) gets
+    the same id, so the second one finds the first one's manifest and publishes
+    nothing. The id does not depend on the cadence: a monthly tick on 1 January
+    2027 is ``scheduled-20270101T000000Z``.
+    """
+    try:
+        tick = datetime.fromisoformat(scheduled_time.strip())
+    except ValueError as exc:
+        msg = f"scheduled-time must be an ISO 8601 time, got {scheduled_time!r}"
+        raise ConfigError(msg) from exc
+    if tick.tzinfo is None:
+        tick = tick.replace(tzinfo=UTC)  # the scheduler's <aws.scheduler.scheduled-time> is UTC
+    return tick.astimezone(UTC).strftime("scheduled-%Y%m%dT%H%M%SZ")
 
 
 def count_records(path: Path) -> int | None:
@@ -132,10 +155,13 @@ def run(cfg: JobConfig, clients: Clients | None, *, progress: bool = False) -> R
         return fanout.run_phase(cfg, clients)
     t0 = time.perf_counter()
     started = datetime.now(UTC)
+    if cfg.scheduled_time and "run-id" not in cfg.sources:
+        cfg = dataclasses.replace(cfg, run_id=tick_run_id(cfg.scheduled_time))
+        LOGGER.info("run id from the schedule tick", extra={"run_id": cfg.run_id})
     store, prefix = make_store(cfg, clients, progress=progress)
-    previous = store.get_bytes(manifest_key(prefix, cfg.run_id))
-    if previous is not None:
-        return _already_published(cfg, store, prefix, previous, t0)
+    if history.read_manifest(store, manifest_key(prefix, cfg.run_id)) is not None:
+        result = already_published(store, prefix, cfg.run_id, cfg.keep_outputs)
+        return _summary_of(cfg, store, prefix, result, t0)
 
     s3 = (
         clients.s3
@@ -162,7 +188,7 @@ def run(cfg: JobConfig, clients: Clients | None, *, progress: bool = False) -> R
             )
         timings["process_s"] = round(time.perf_counter() - mark, 3)
         stop.checkpoint("after processing")
-        rows_out = sum(v for v in records.values() if v is not None) if records else None
+        rows_out = _rows_out(mode, records, output_dir)
         mark = time.perf_counter()
         manifest = _manifest(
             cfg,
@@ -178,17 +204,21 @@ def run(cfg: JobConfig, clients: Clients | None, *, progress: bool = False) -> R
             store,
             output_dir,
             prefix=prefix,
-            started=started,
+            stamp=started.strftime("%Y%m%d_%H%M%S"),
             run_id=cfg.run_id,
+            dataset=cfg.dataset,
             metadata=_metadata(cfg, started, fetched),
             records=records,
             keep_outputs=cfg.keep_outputs,
             manifest=manifest,
+            checkpoint=_checkpoint,
         )
         timings["publish_s"] = round(time.perf_counter() - mark, 3)
     finally:
         if os.environ.get("DSJOB_KEEP_WORK") != "1":
             workdir.remove_tree(work)
+    if result.already_published:  # another attempt of this run id committed first
+        return _summary_of(cfg, store, prefix, result, t0)
     return RunSummary(
         run_id=cfg.run_id,
         status="succeeded",
@@ -201,6 +231,39 @@ def run(cfg: JobConfig, clients: Clients | None, *, progress: bool = False) -> R
         duration_s=round(time.perf_counter() - t0, 3),
         timings=timings,
     )
+
+
+def _checkpoint() -> None:
+    """Raise if the job was asked to stop (SIGTERM/SIGINT): between and during uploads."""
+    stop.checkpoint("while publishing")
+
+
+def _rows_out(mode: str, records: dict[str, int | None], output_dir: Path) -> int | None:
+    """Rows the run produced; a result with none never replaces earlier outputs.
+
+    The built-in step writes the same rows once per format, so its count is the
+    step's own, not a sum over files. A script's files may hold different data:
+    its count is the sum over the files that can be counted.
+    """
+    if mode == "builtin":
+        rows = next(iter(records.values()), None)
+        if not rows:
+            raise MalformedInputError(
+                "no rows left after cleaning and deduplication: nothing published, "
+                "earlier outputs kept"
+            )
+        return rows
+    files = [p for p in output_dir.rglob("*") if p.is_file()]
+    if files and all(
+        p.stat().st_size == 0 or records.get(p.relative_to(output_dir).as_posix()) == 0
+        for p in files
+    ):
+        raise UserCodeError(
+            "script.py wrote only empty outputs (0 bytes or 0 rows): nothing published, "
+            "earlier outputs kept"
+        )
+    counted = [v for v in records.values() if v is not None]
+    return sum(counted) if counted else None
 
 
 def _fetch_all(
@@ -323,17 +386,12 @@ def _manifest(
     }
 
 
-def _already_published(
-    cfg: JobConfig, store: OutputStore, prefix: str, raw: bytes, t0: float
+def _summary_of(
+    cfg: JobConfig, store: OutputStore, prefix: str, result: PublishResult, t0: float
 ) -> RunSummary:
-    """A re-run with the same run id reports the earlier result instead of publishing twice."""
-    import json  # noqa: PLC0415
-
-    manifest = json.loads(raw)
-    outputs = tuple(Published(**o) for o in manifest.get("outputs", []))
+    """A re-run of a committed run id reports the earlier result instead of publishing twice."""
+    manifest = history.read_manifest(store, manifest_key(prefix, cfg.run_id)) or {}
     LOGGER.info("run id already published; nothing new", extra={"run_id": cfg.run_id})
-    # A retry after a failed prune (exit 5) finishes the prune instead of publishing again.
-    prune(store, list(outputs), cfg.keep_outputs)
     counts = manifest.get("counts", {})
     return RunSummary(
         run_id=cfg.run_id,
@@ -342,7 +400,7 @@ def _already_published(
         rows_in=counts.get("rows_in"),
         rows_out=counts.get("rows_out"),
         dropped=counts.get("dropped", {}),
-        outputs=outputs,
-        manifest_uri=store.uri(manifest_key(prefix, cfg.run_id)),
+        outputs=result.objects,
+        manifest_uri=result.manifest_uri,
         duration_s=round(time.perf_counter() - t0, 3),
     )

@@ -1,35 +1,46 @@
-"""Publish without losing anything: upload, verify, write the manifest last, then prune.
+"""Publish without losing anything: create, verify, commit with a manifest, then prune.
 
-Output names are ``<stem>_YYYYMMDD_HHMMSS.<ext>`` under the output prefix (a
-``-N`` suffix on the time only if that name is already taken). The run manifest
-goes to ``<prefix>manifests/<run-id>.json`` after every output is verified; only
-then are older outputs of the same stem beyond ``keep-outputs`` deleted. If
-anything fails before the manifest is written, this run's own uploads are removed
-and every earlier output stays where it was.
+The protocol, as reusable pieces (the fan-out's commit phase calls the same ones):
+
+``upload_verified(store, path, key, metadata) -> Published``
+    Creates `key` only if it is free (``ConflictError`` if another run has it),
+    then compares the checksum the *store* reports for the stored bytes with the
+    CRC32 dsjob computed locally before sending. The ``sha256`` that dsjob writes
+    into the metadata is kept for users and never trusted as evidence.
+``upload_outputs(store, files, prefix=..., stamp=..., ...) -> list[Published]``
+    Names each file ``<stem>_<stamp>[-N]<ext>``, taking the next ``-N`` when a
+    name is taken, and uploads it with ``upload_verified``.
+``commit(store, *, prefix, run_id, dataset, outputs, manifest, keep_outputs) -> PublishResult``
+    Writes ``<prefix>manifests/<run-id>.json`` (the commit; created once per run
+    id), then the current pointer ``<prefix>current/<dataset>.json`` (last write,
+    compare-and-swap), then deletes outputs of runs that fell out of the pointer's
+    history and orphans of killed runs (see ``history.py``).
+``rollback(store, keys)``
+    Removes this run's own uncommitted uploads, nothing else.
+
+``publish(...)`` strings these together for one ordinary run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from dsjob import stop
-from dsjob.errors import DsjobError, TransientError, UserCodeError
-from dsjob.storage import sha256_file
+from dsjob import history, stop
+from dsjob.errors import ConflictError, DsjobError, TransientError, UserCodeError
+from dsjob.storage import MULTIPART_CHUNKSIZE, digest_file
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-    from datetime import datetime
+    from collections.abc import Callable, Mapping, Sequence
     from pathlib import Path
 
-    from dsjob.storage import OutputStore
+    from dsjob.storage import Digests, OutputStore
 
 LOGGER = logging.getLogger(__name__)
 
-_STAMP = r"_(\d{8}_\d{6})(?:-(\d+))?"
+MAX_NAME_TRIES = 100
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,15 @@ class Published:
     size: int
     sha256: str
     records: int | None
+    crc32: str = ""  # the full-object CRC32 the store reported (base64)
+    etag: str = ""
+    version_id: str | None = None
+
+    @classmethod
+    def from_manifest(cls, entry: Mapping[str, Any]) -> Published:
+        """Read an "outputs" entry of a manifest (older manifests lack the later fields)."""
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in entry.items() if k in names})
 
 
 @dataclass(frozen=True)
@@ -50,6 +70,8 @@ class PublishResult:
     objects: tuple[Published, ...]
     manifest_uri: str
     pruned: tuple[str, ...]
+    orphans: tuple[str, ...] = ()
+    already_published: bool = False
 
 
 def manifest_key(prefix: str, run_id: str) -> str:
@@ -63,90 +85,123 @@ def _split(name: str) -> tuple[str, str]:
     return stem, (dot + ext) if dot else ""
 
 
-def _free_key(store: OutputStore, prefix: str, stem: str, stamp: str, ext: str) -> str:
-    key = f"{prefix}{stem}_{stamp}{ext}"
-    n = 1
-    while store.head(key) is not None:  # two runs in one second must not overwrite each other
-        n += 1
-        key = f"{prefix}{stem}_{stamp}-{n}{ext}"
-    return key
+def part_size_of(store: OutputStore) -> int:
+    """The part size the store uploads with (the composite checksum depends on it)."""
+    return int(getattr(store, "part_size", MULTIPART_CHUNKSIZE))
 
 
-def publish(
+def upload_verified(
     store: OutputStore,
-    output_dir: Path,
-    *,
-    prefix: str,
-    started: datetime,
-    run_id: str,
+    path: Path,
+    key: str,
     metadata: Mapping[str, str],
-    records: Mapping[str, int | None],
-    keep_outputs: int,
-    manifest: dict[str, Any],
-) -> PublishResult:
-    """Upload every file in `output_dir`, verify, write the manifest, prune.
+    *,
+    records: int | None = None,
+    digests: Digests | None = None,
+) -> Published:
+    """Create `key` from `path` and verify it against the store's own checksum.
 
-    Args:
-        store: the output store.
-        output_dir: the files the step produced (subdirectories keep their path).
-        prefix: the output prefix ("processed/").
-        started: run start time (UTC); names carry its timestamp.
-        run_id: the run id, in metadata and the manifest's name.
-        metadata: object metadata common to every output.
-        records: record count per file name relative to `output_dir`, when known.
-        keep_outputs: previous outputs per stem to keep besides the new one.
-        manifest: the run manifest so far; "outputs" is added here.
+    Raises ``ConflictError`` when `key` exists (nothing was overwritten) and
+    ``TransientError`` when what the store holds differs from what was sent.
     """
-    files = sorted(p for p in output_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
-    if not files:
-        raise UserCodeError(f"the step produced no output files in {output_dir}")
-    stamp = started.strftime("%Y%m%d_%H%M%S")
-    uploaded: list[str] = []
-    done: list[Published] = []
-    try:
-        for path in files:
-            stop.checkpoint(f"before uploading {path.name}")
-            rel = path.relative_to(output_dir)
-            stem, ext = _split(rel.name)
-            sub = rel.parent.as_posix() + "/" if rel.parent.as_posix() != "." else ""
-            key = _free_key(store, prefix + sub, stem, stamp, ext)
-            digest = sha256_file(path)
-            count = records.get(rel.as_posix())
-            meta = {**metadata, "run-id": run_id, "sha256": digest}
-            if count is not None:
-                meta["record-count"] = str(count)
-            uploaded.append(key)
-            store.put_file(path, key, meta, digest)
-            done.append(_verify(store, key, path.stat().st_size, digest, count))
-        manifest = {**manifest, "outputs": [o.__dict__ for o in done]}
-        mkey = manifest_key(prefix, run_id)
-        stop.checkpoint("before writing the run manifest")
-        store.put_bytes(
-            mkey, json.dumps(manifest, indent=2, default=str).encode(), "application/json"
-        )
-    except BaseException:
-        _rollback(store, uploaded)
-        raise
-    LOGGER.info("manifest written", extra={"manifest": store.uri(mkey)})
-    pruned = () if stop.skip("the prune of older outputs") else prune(store, done, keep_outputs)
-    return PublishResult(tuple(done), store.uri(mkey), pruned)
-
-
-def _verify(store: OutputStore, key: str, size: int, digest: str, count: int | None) -> Published:
+    digests = digests or digest_file(path, part_size_of(store))
+    meta = {**metadata, "sha256": digests.sha256}
+    if records is not None:
+        meta["record-count"] = str(records)
+    store.create_file(path, key, meta, digests)
     info = store.head(key)
     if info is None:
         raise TransientError(f"uploaded {store.uri(key)} but it is not there on read-back")
-    if info.size != size:
-        raise TransientError(f"{store.uri(key)}: {info.size} bytes stored, {size} sent")
-    stored_sha = info.sha256 or info.metadata.get("sha256")
-    if stored_sha != digest:
-        raise TransientError(f"{store.uri(key)}: checksum mismatch after upload")
-    LOGGER.info("published", extra={"uri": store.uri(key), "bytes": size})
-    return Published(key, store.uri(key), size, digest, count)
+    if info.size != digests.size:
+        raise TransientError(f"{store.uri(key)}: {info.size} bytes stored, {digests.size} sent")
+    reported = info.checksum_crc32
+    if digests.size and reported is None:
+        raise TransientError(f"{store.uri(key)}: the store reported no checksum to verify")
+    composite = digests.composite_crc32()
+    if reported is None:  # a 0-byte object: the size check above is the whole check
+        accepted = set()
+    elif info.checksum_type == "FULL_OBJECT":
+        # S3 (and moto, from the part bytes it stored) computed the CRC32 of the whole
+        # object (User Guide, "Checking object integrity", full object checksums).
+        accepted = {digests.crc32}
+    elif info.checksum_type == "COMPOSITE" or "-" in reported:
+        # A COMPOSITE checksum, as S3 keeps when FULL_OBJECT was not honoured (its default
+        # for CRC32 multipart uploads): rebuilt here from the same parts. S3's HEAD spells
+        # it "<b64>-N".
+        accepted = {composite}
+    else:
+        # moto 5.2.5's HEAD of a COMPOSITE object drops both the "-N" and the checksum
+        # type (its GET keeps them): accept the value either way it may have been computed.
+        accepted = {digests.crc32, composite.rpartition("-")[0]}
+    if reported is not None and reported not in accepted:
+        raise TransientError(
+            f"{store.uri(key)}: checksum mismatch after upload "
+            f"(stored CRC32 {reported}, computed here {' or '.join(sorted(accepted))})"
+        )
+    LOGGER.info("published", extra={"uri": store.uri(key), "bytes": digests.size})
+    return Published(
+        key,
+        store.uri(key),
+        digests.size,
+        digests.sha256,
+        records,
+        crc32=digests.crc32,
+        etag=info.etag,
+        version_id=info.version_id,
+    )
 
 
-def _rollback(store: OutputStore, keys: list[str]) -> None:
-    """Remove this run's own partial uploads; never touches earlier outputs."""
+def upload_outputs(
+    store: OutputStore,
+    files: Sequence[tuple[Path, str]],
+    *,
+    prefix: str,
+    stamp: str,
+    metadata: Mapping[str, str],
+    records: Mapping[str, int | None],
+    uploaded: list[str],
+    checkpoint: Callable[[], None] = lambda: None,
+) -> list[Published]:
+    """Upload each (path, relative name) under a free timestamped name.
+
+    Args:
+        store: the output store.
+        files: local files and their names relative to the output dir.
+        prefix: the output prefix ("processed/").
+        stamp: ``YYYYMMDD_HHMMSS`` of the run's start.
+        metadata: object metadata common to every output (includes run-id).
+        records: record count per relative name, when known.
+        uploaded: every key this run created is appended here (for a rollback).
+        checkpoint: called between uploads (raises when the job was asked to stop).
+    """
+    done: list[Published] = []
+    for path, rel in files:
+        checkpoint()
+        folder, _, name = rel.rpartition("/")
+        stem, ext = _split(name)
+        base = f"{prefix}{folder + '/' if folder else ''}{stem}_{stamp}"
+        digests = digest_file(path, part_size_of(store))
+        for n in range(1, MAX_NAME_TRIES + 1):
+            key = f"{base}{'' if n == 1 else f'-{n}'}{ext}"
+            if store.head(key) is not None:  # cheap skip; the conditional create decides
+                continue
+            try:
+                uploaded.append(key)
+                done.append(
+                    upload_verified(
+                        store, path, key, metadata, records=records.get(rel), digests=digests
+                    )
+                )
+                break
+            except ConflictError:
+                uploaded.remove(key)  # another run's object: never ours to roll back
+        else:
+            raise ConflictError(f"no free name for {rel} after {MAX_NAME_TRIES} tries")
+    return done
+
+
+def rollback(store: OutputStore, keys: list[str]) -> None:
+    """Remove this run's own uncommitted uploads; never touches anything else."""
     if not keys:
         return
     try:
@@ -156,25 +211,147 @@ def _rollback(store: OutputStore, keys: list[str]) -> None:
         LOGGER.warning("could not remove this run's partial uploads", extra={"keys": keys})
 
 
-def prune(store: OutputStore, new: list[Published], keep: int) -> tuple[str, ...]:
-    """Delete outputs of the same stem and extension older than the newest `keep`+1."""
-    doomed: list[str] = []
-    for obj in new:
-        folder, _, name = obj.key.rpartition("/")
-        folder = f"{folder}/" if folder else ""
-        match = re.fullmatch(r"(.+?)" + _STAMP + r"(\..*)?", name)
-        if match is None:  # pragma: no cover - publish always writes stamped names
-            continue
-        stem, ext = match.group(1), match.group(4) or ""
-        pattern = re.compile(re.escape(stem) + _STAMP + re.escape(ext))
-        siblings = []
-        for key in store.list_keys(f"{folder}{stem}_"):
-            found = pattern.fullmatch(key[len(folder) :])
-            if found:
-                siblings.append(((found.group(1), int(found.group(2) or 1)), key))
-        siblings.sort(reverse=True)
-        doomed.extend(key for _, key in siblings[keep + 1 :] if key != obj.key)
+def commit(
+    store: OutputStore,
+    *,
+    prefix: str,
+    run_id: str,
+    dataset: str,
+    outputs: Sequence[Published],
+    manifest: Mapping[str, Any],
+    keep_outputs: int,
+) -> PublishResult:
+    """Write the manifest (the commit), the current pointer (last write), then prune.
+
+    Raises ``history.AlreadyCommittedError`` when another attempt of `run_id` committed
+    first; the caller rolls back its own uploads. A failure after the manifest is
+    written leaves the run committed: a re-run with the same id finishes the
+    pointer and the prune.
+    """
+    known = {o.key for o in outputs}
+    orphans = history.find_orphans(store, prefix, run_id, dataset, exclude=known)
+    body = {
+        **manifest,
+        "format": history.MANIFEST_FORMAT,
+        "dataset": dataset,
+        "committed_at": history.now_iso(),
+        "outputs": [asdict(o) for o in outputs],
+        "orphans_removed": orphans,
+    }
+    mkey = manifest_key(prefix, run_id)
+    data = json.dumps(body, indent=2, default=str).encode()
+    try:
+        store.create_bytes(mkey, data, "application/json")
+    except ConflictError as exc:
+        raise history.AlreadyCommittedError(run_id) from exc
+    stored = store.get(mkey)
+    if stored is None or stored.data != data:
+        store.delete([mkey])
+        raise TransientError(f"{store.uri(mkey)}: the manifest read back differs from the one sent")
+    LOGGER.info("manifest written", extra={"manifest": store.uri(mkey)})
+    return finish(store, prefix, body, keep_outputs, orphans=tuple(orphans))
+
+
+def finish(
+    store: OutputStore,
+    prefix: str,
+    manifest: Mapping[str, Any],
+    keep_outputs: int,
+    *,
+    orphans: tuple[str, ...] = (),
+) -> PublishResult:
+    """After the manifest: move the current pointer, then delete what fell out of it."""
+    run_id, dataset = str(manifest["run_id"]), str(manifest["dataset"])
+    outputs = tuple(Published.from_manifest(o) for o in manifest.get("outputs", []))
+    doomed = history.record(store, prefix, manifest, keep_outputs)
+    if stop.skip("the prune of older outputs"):  # committed: report success, prune next time
+        return PublishResult(outputs, store.uri(manifest_key(prefix, run_id)), ())
+    if orphans:
+        store.delete(list(orphans))
+        LOGGER.info("removed orphans of killed runs", extra={"deleted": list(orphans)})
     if doomed:
         store.delete(doomed)
-        LOGGER.info("pruned old outputs", extra={"deleted": doomed})
-    return tuple(doomed)
+        LOGGER.info("pruned old outputs", extra={"deleted": doomed, "dataset": dataset})
+        history.clear_pending(store, prefix, dataset, doomed)
+    return PublishResult(outputs, store.uri(manifest_key(prefix, run_id)), tuple(doomed), orphans)
+
+
+def publish(
+    store: OutputStore,
+    output_dir: Path,
+    *,
+    prefix: str,
+    stamp: str,
+    run_id: str,
+    dataset: str,
+    metadata: Mapping[str, str],
+    records: Mapping[str, int | None],
+    keep_outputs: int,
+    manifest: dict[str, Any],
+    checkpoint: Callable[[], None] = lambda: None,
+) -> PublishResult:
+    """Upload every file in `output_dir`, verify each, commit, prune.
+
+    If anything fails before the manifest is written, this run's own uploads are
+    removed and every earlier output stays where it was. When another attempt of
+    the same run id commits first, this one removes its uploads and reports that
+    commit (``already_published``).
+    """
+    files = sorted(p for p in output_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise UserCodeError(f"the step produced no output files in {output_dir}")
+    named = [(p, p.relative_to(output_dir).as_posix()) for p in files]
+    if all(p.stat().st_size == 0 or records.get(rel) == 0 for p, rel in named):
+        raise UserCodeError(
+            f"every output in {output_dir} is empty (0 bytes or 0 rows): nothing published, "
+            "earlier outputs kept"
+        )
+    uploaded: list[str] = []
+    meta = {**metadata, "run-id": run_id, "dataset": dataset}
+    try:
+        done = upload_outputs(
+            store,
+            named,
+            prefix=prefix,
+            stamp=stamp,
+            metadata=meta,
+            records=records,
+            uploaded=uploaded,
+            checkpoint=checkpoint,
+        )
+        checkpoint()  # the last moment a stop leaves nothing published
+        return commit(
+            store,
+            prefix=prefix,
+            run_id=run_id,
+            dataset=dataset,
+            outputs=done,
+            manifest=manifest,
+            keep_outputs=keep_outputs,
+        )
+    except history.AlreadyCommittedError:
+        rollback(store, uploaded)
+        return already_published(store, prefix, run_id, keep_outputs)
+    except BaseException:
+        rollback(store, uploaded)
+        raise
+
+
+def already_published(
+    store: OutputStore, prefix: str, run_id: str, keep_outputs: int
+) -> PublishResult:
+    """The earlier commit of `run_id`, with its pointer and prune finished if they were not.
+
+    A retry after a failure between manifest and prune (exit 5) lands here and
+    completes the commit instead of publishing again.
+    """
+    manifest = history.read_manifest(store, manifest_key(prefix, run_id))
+    if manifest is None:  # pragma: no cover - only called once the manifest exists
+        raise TransientError(f"{store.uri(manifest_key(prefix, run_id))} vanished")
+    outputs = tuple(Published.from_manifest(o) for o in manifest.get("outputs", []))
+    pruned: tuple[str, ...] = ()
+    if "dataset" in manifest and "committed_at" in manifest:  # older manifests: nothing to finish
+        pruned = finish(store, prefix, manifest, keep_outputs).pruned
+    return PublishResult(
+        outputs, store.uri(manifest_key(prefix, run_id)), pruned, already_published=True
+    )

@@ -1,24 +1,32 @@
-"""Where bytes live: fetching inputs from S3 (or local paths) and the output stores."""
+"""Where bytes live: fetching inputs, local digests, and the output-store protocol.
+
+The S3 output store is in ``s3store.py``; the local one is here.
+"""
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import logging
+import os
 import secrets
 import shutil
 import sys
 import threading
-from dataclasses import dataclass
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from dsjob.aws import aws_errors, translate
 from dsjob.config import S3Location
-from dsjob.errors import MissingObjectError
+from dsjob.errors import ConflictError, MissingObjectError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
     from boto3.s3.transfer import TransferConfig
     from mypy_boto3_s3 import S3Client
@@ -29,15 +37,16 @@ LOGGER = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 # Parts of 32 MiB and 8 threads keep a 2-vCPU task's link busy without holding
-# much memory; outputs under the threshold go up in one PUT with a verifiable
-# full-object SHA-256.
+# much memory (8 parts in flight: 256 MiB). Downloads use the same sizes.
 MULTIPART_THRESHOLD = 64 * MiB
 MULTIPART_CHUNKSIZE = 32 * MiB
 MAX_CONCURRENCY = 8
+# S3's smallest part but the last (User Guide "Amazon S3 multipart upload limits").
+MIN_PART_SIZE = 5 * MiB
 
 
 def transfer_config() -> TransferConfig:
-    """The job's boto3 transfer settings (multipart, concurrent)."""
+    """The job's boto3 transfer settings for downloads (multipart, concurrent)."""
     from boto3.s3.transfer import TransferConfig  # noqa: PLC0415 - boto3 is imported lazily
 
     return TransferConfig(
@@ -140,39 +149,126 @@ def fetch(
     return FetchedFile(dest, str(location), size, head.get("ETag", "").strip('"'))
 
 
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def crc32_b64(value: int) -> str:
+    """A CRC32 as S3 spells it in ``x-amz-checksum-crc32``: 4 big-endian bytes, base64."""
+    return _b64(value.to_bytes(4, "big"))
+
+
 @dataclass(frozen=True)
-class ObjectInfo:
-    """What a HEAD (or stat) says about a stored output."""
+class Digests:
+    """What dsjob computed over a local file in one read, before it is sent anywhere.
+
+    ``crc32`` is the full-object CRC32 that S3 computes for an object uploaded with
+    ``ChecksumType=FULL_OBJECT``; ``part_crc32s`` (one per part of ``part_size``)
+    give the composite form ``base64(CRC32(concat(part CRCs)))-N`` that S3 reports
+    for a ``COMPOSITE`` multipart upload (S3 User Guide, "Checking object
+    integrity": full-object and composite checksums).
+    """
 
     size: int
-    sha256: str | None  # hex, when the store can vouch for it
-    metadata: Mapping[str, str]
+    sha256: str  # hex, kept in the manifest and object metadata
+    crc32: str  # base64, full object
+    part_size: int
+    part_crc32s: tuple[str, ...]
+
+    def composite_crc32(self) -> str:
+        """The composite CRC32 of a multipart upload made of these parts."""
+        joined = b"".join(base64.b64decode(p) for p in self.part_crc32s)
+        return f"{crc32_b64(zlib.crc32(joined))}-{len(self.part_crc32s)}"
+
+
+def digest_file(path: Path, part_size: int = MULTIPART_CHUNKSIZE) -> Digests:
+    """SHA-256, full CRC32 and per-part CRC32s of `path`, read once in 1 MiB blocks."""
+    sha = hashlib.sha256()
+    whole = 0
+    parts: list[str] = []
+    part, in_part, size = 0, 0, 0
+    with path.open("rb") as handle:
+        while block := handle.read(min(MiB, part_size - in_part)):
+            sha.update(block)
+            whole = zlib.crc32(block, whole)
+            part = zlib.crc32(block, part)
+            in_part += len(block)
+            size += len(block)
+            if in_part == part_size:
+                parts.append(crc32_b64(part))
+                part, in_part = 0, 0
+    if in_part or not parts:
+        parts.append(crc32_b64(part))
+    return Digests(size, sha.hexdigest(), crc32_b64(whole), part_size, tuple(parts))
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What the store says it holds under a key (HEAD, or a fresh look at a local file)."""
+
+    size: int
+    checksum_crc32: str | None  # base64; "<b64>-N" for a composite multipart checksum
+    checksum_type: str | None  # "FULL_OBJECT" or "COMPOSITE" (None when not reported)
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    etag: str = ""
+    version_id: str | None = None
+    last_modified: datetime | None = None
+    sha256: str | None = None  # hex, when the store reports a full-object SHA-256 (single PUT)
+
+
+@dataclass(frozen=True)
+class Blob:
+    """A small object read whole (a manifest, the current pointer) and its ETag."""
+
+    data: bytes
+    etag: str
+    last_modified: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One key from a listing, with the store's own modification time."""
+
+    key: str
+    last_modified: datetime
 
 
 class OutputStore(Protocol):
-    """Where outputs and manifests are published: an S3 prefix or a local directory."""
+    """Where outputs and manifests are published: an S3 prefix or a local directory.
+
+    Every ``create_*`` is a conditional create: it raises ``ConflictError`` when the
+    key already exists, and never overwrites.
+    """
 
     def uri(self, key: str) -> str:
         """The user-facing address of `key`."""
         ...
 
-    def put_file(self, path: Path, key: str, metadata: Mapping[str, str], sha256: str) -> None:
-        """Store `path` at `key` with `metadata`."""
+    def create_file(
+        self, path: Path, key: str, metadata: Mapping[str, str], digests: Digests
+    ) -> None:
+        """Store `path` at `key` unless `key` exists; the store checks `digests` on arrival."""
         ...
 
-    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
-        """Store a small blob (the manifest)."""
+    def create_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        """Store a small blob at `key` unless `key` exists."""
         ...
 
-    def get_bytes(self, key: str) -> bytes | None:
-        """A small blob, or None when absent."""
+    def swap_bytes(
+        self, key: str, data: bytes, content_type: str, expected_etag: str | None
+    ) -> None:
+        """Replace `key` only if it still has `expected_etag` (None: only if absent)."""
+        ...
+
+    def get(self, key: str) -> Blob | None:
+        """A small blob with its ETag, or None when absent."""
         ...
 
     def head(self, key: str) -> ObjectInfo | None:
-        """Size, checksum and metadata of `key`, or None when absent."""
+        """Size, the store's own checksum and metadata of `key`, or None when absent."""
         ...
 
-    def list_keys(self, prefix: str) -> list[str]:
+    def list_objects(self, prefix: str) -> list[Listed]:
         """Every key starting with `prefix`."""
         ...
 
@@ -181,105 +277,13 @@ class OutputStore(Protocol):
         ...
 
 
-class S3Store:
-    """Outputs in an S3 bucket; uploads carry a SHA-256 checksum S3 verifies on arrival."""
-
-    def __init__(self, s3: S3Client, bucket: str, *, progress: bool = False) -> None:
-        """Args: s3: client; bucket: the output bucket; progress: draw upload bars."""
-        self._s3, self.bucket, self._progress = s3, bucket, progress
-
-    def uri(self, key: str) -> str:
-        """s3://bucket/key."""
-        return f"s3://{self.bucket}/{key}"
-
-    def _call(self, what: str, key: str, func: Any, **kwargs: Any) -> Any:  # noqa: ANN401
-        try:
-            return func(**kwargs)
-        except aws_errors() as exc:
-            raise translate(exc, what, bucket=self.bucket, key=key) from exc
-
-    def put_file(self, path: Path, key: str, metadata: Mapping[str, str], sha256: str) -> None:
-        """Upload with the transfer manager; SHA-256 checksums are sent and checked by S3."""
-        extra: dict[str, Any] = {"Metadata": dict(metadata), "ChecksumAlgorithm": "SHA256"}
-        size = path.stat().st_size
-        self._call(
-            f"uploading {self.uri(key)}",
-            key,
-            self._s3.upload_file,
-            Filename=str(path),
-            Bucket=self.bucket,
-            Key=key,
-            ExtraArgs=extra,
-            Config=transfer_config(),
-            Callback=Progress(f"upload {self.uri(key)}", size, enabled=self._progress),
-        )
-        del sha256  # S3 verifies the checksum it was sent; head() reads it back
-
-    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
-        """PUT a small object with a SHA-256 checksum."""
-        self._call(
-            f"writing {self.uri(key)}",
-            key,
-            self._s3.put_object,
-            Bucket=self.bucket,
-            Key=key,
-            Body=data,
-            ContentType=content_type,
-            ChecksumAlgorithm="SHA256",
-        )
-
-    def get_bytes(self, key: str) -> bytes | None:
-        """GET, or None on 404."""
-        try:
-            body: bytes = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        except aws_errors() as exc:
-            error = translate(exc, f"reading {self.uri(key)}", bucket=self.bucket, key=key)
-            if isinstance(error, MissingObjectError) and "bucket does not exist" not in str(error):
-                return None
-            raise error from exc
-        return body
-
-    def head(self, key: str) -> ObjectInfo | None:
-        """HEAD with checksum mode on; the SHA-256 is returned for single-part objects."""
-        try:
-            head = self._s3.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
-        except aws_errors() as exc:
-            error = translate(exc, f"checking {self.uri(key)}", bucket=self.bucket, key=key)
-            if isinstance(error, MissingObjectError) and "bucket does not exist" not in str(error):
-                return None
-            raise error from exc
-        checksum = head.get("ChecksumSHA256") or ""
-        # Multipart uploads report a checksum of checksums ("...-N"): not the file's own.
-        sha = base64.b64decode(checksum).hex() if checksum and "-" not in checksum else None
-        return ObjectInfo(head["ContentLength"], sha, head.get("Metadata", {}))
-
-    def list_keys(self, prefix: str) -> list[str]:
-        """Paginated ListObjectsV2."""
-        keys: list[str] = []
-        try:
-            for page in self._s3.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=prefix
-            ):
-                keys.extend(obj["Key"] for obj in page.get("Contents", []))
-        except aws_errors() as exc:
-            raise translate(exc, f"listing {self.uri(prefix)}", bucket=self.bucket) from exc
-        return keys
-
-    def delete(self, keys: list[str]) -> None:
-        """DeleteObjects in batches of 1,000 (the API's limit)."""
-        for start in range(0, len(keys), 1000):
-            batch = keys[start : start + 1000]
-            self._call(
-                f"deleting old outputs under {self.uri('')}",
-                batch[0],
-                self._s3.delete_objects,
-                Bucket=self.bucket,
-                Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
-            )
-
-
 class LocalStore:
-    """Outputs in a local directory: same names and manifest as S3, metadata in the manifest."""
+    """Outputs in a local directory: same names and manifest as S3, metadata in the manifest.
+
+    Files are copied, never hard-linked: a process that still holds the work file
+    cannot change a published output. Creates are exclusive (``link`` of a finished
+    temp file fails if the name exists), so two runs never overwrite each other.
+    """
 
     def __init__(self, root: Path) -> None:
         """Args: root: the output directory (created when missing)."""
@@ -289,51 +293,87 @@ class LocalStore:
         """The file's path."""
         return str(self.root / key)
 
-    def _write_atomically(self, key: str, write: Any) -> None:  # noqa: ANN401
+    def _create(self, key: str, write: Callable[[Path], object]) -> None:
         target = self.root / key
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
         try:
             write(tmp)
-            tmp.replace(target)  # readers see the old file or the new one, never half
+            os.link(tmp, target)  # atomic and exclusive: readers see all of it or nothing
+        except FileExistsError as exc:
+            raise ConflictError(f"{target} already exists") from exc
         finally:
             tmp.unlink(missing_ok=True)
 
-    def put_file(self, path: Path, key: str, metadata: Mapping[str, str], sha256: str) -> None:
-        """Copy, never link: a link would let whoever wrote the file change it after the verify."""
-        del metadata, sha256  # kept in the manifest for local outputs
-        self._write_atomically(key, lambda tmp: shutil.copyfile(path, tmp))
+    def create_file(
+        self, path: Path, key: str, metadata: Mapping[str, str], digests: Digests
+    ) -> None:
+        """Copy `path` to `key` (metadata lives in the manifest for local outputs)."""
+        del metadata, digests
+        self._create(key, lambda tmp: shutil.copyfile(path, tmp))
 
-    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
-        """Write a small file atomically."""
+    def create_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        """Write a small file exclusively."""
         del content_type
-        self._write_atomically(key, lambda tmp: tmp.write_bytes(data))
+        self._create(key, lambda tmp: tmp.write_bytes(data))
 
-    def get_bytes(self, key: str) -> bytes | None:
-        """The file's bytes, or None."""
-        path = self.root / key
-        return path.read_bytes() if path.is_file() else None
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / ".dsjob.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
-    def head(self, key: str) -> ObjectInfo | None:
-        """Size and a fresh SHA-256 of the stored file."""
+    def swap_bytes(
+        self, key: str, data: bytes, content_type: str, expected_etag: str | None
+    ) -> None:
+        """Compare-and-swap under a directory lock (the local stand-in for If-Match)."""
+        del content_type
+        target = self.root / key
+        with self._locked():
+            current = self.get(key)
+            if (current.etag if current else None) != expected_etag:
+                raise ConflictError(f"{target} changed while this run was committing")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+            tmp.write_bytes(data)
+            tmp.replace(target)
+
+    def get(self, key: str) -> Blob | None:
+        """The file's bytes, with its SHA-256 as the ETag."""
         path = self.root / key
         if not path.is_file():
             return None
-        return ObjectInfo(path.stat().st_size, sha256_file(path), {})
+        data = path.read_bytes()
+        return Blob(data, hashlib.sha256(data).hexdigest(), _mtime(path))
 
-    def list_keys(self, prefix: str) -> list[str]:
-        """Keys (paths relative to the root) starting with `prefix`."""
+    def head(self, key: str) -> ObjectInfo | None:
+        """Size and a fresh full-object CRC32 of the stored file."""
+        path = self.root / key
+        if not path.is_file():
+            return None
+        digests = digest_file(path)
+        return ObjectInfo(digests.size, digests.crc32, "FULL_OBJECT", last_modified=_mtime(path))
+
+    def list_objects(self, prefix: str) -> list[Listed]:
+        """Files (paths relative to the root) starting with `prefix`; dot-files are internal."""
         if not self.root.is_dir():
             return []
-        keys = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
-        return sorted(
-            k for k in keys if k.startswith(prefix) and not k.rsplit("/", 1)[-1].startswith(".")
-        )
+        found = []
+        for path in self.root.rglob("*"):
+            key = path.relative_to(self.root).as_posix()
+            if path.is_file() and key.startswith(prefix) and not path.name.startswith("."):
+                found.append(Listed(key, _mtime(path)))
+        return sorted(found, key=lambda item: item.key)
 
     def delete(self, keys: list[str]) -> None:
         """Remove the files."""
         for key in keys:
             (self.root / key).unlink(missing_ok=True)
+
+
+def _mtime(path: Path) -> datetime:
+    return datetime.fromtimestamp(path.stat().st_mtime, UTC)
 
 
 def is_s3(location: Location | None) -> bool:

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from dsjob.aws import aws_errors, translate
 from dsjob.errors import ConfigError, InputError, TransientError
-from dsjob.storage import S3Store, sha256_file
+from dsjob.s3store import S3Store
+from dsjob.storage import sha256_file
 
 if TYPE_CHECKING:
     from pathlib import Path

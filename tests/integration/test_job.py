@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import os
@@ -10,6 +12,7 @@ import socket
 import subprocess
 import tarfile
 import time
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,12 +80,14 @@ def succeed_once(aws: LocalServe, run_id: str = "first") -> list[str]:
     assert proc.returncode == 0, proc.stderr
     keys = outputs(aws)
     assert any(k.endswith(".parquet") for k in keys)
-    time.sleep(1.1)  # the next run's timestamped names must differ from these
     return keys
 
 
 def test_builtin_run_publishes_outputs_metadata_and_manifest(local_aws: LocalServe) -> None:
     """A seeded run publishes timestamped Parquet with metadata and a manifest written last."""
+    ssm(local_aws).put_parameter(
+        Name=f"{PREFIX}/id-column", Value="id", Type="SecureString", Overwrite=True
+    )
     proc = run_job(local_aws, DSJOB_RUN_ID="exec-1")
     assert proc.returncode == 0, proc.stderr
     st = status(proc)
@@ -106,6 +111,23 @@ def test_builtin_run_publishes_outputs_metadata_and_manifest(local_aws: LocalSer
     assert manifest["counts"]["rows_out"] == st["rows_out"]
     assert manifest["outputs"][0]["key"] == data[0]
     assert manifest["config"]["input"] == "s3://dsjob-input/raw/members.csv"
+    assert manifest["config"]["id_column"] == "***"  # a SecureString value is redacted
+    body = s3(local_aws).get_object(Bucket=OUT, Key=data[0])["Body"].read()
+    entry = manifest["outputs"][0]
+    assert meta["sha256"] == entry["sha256"] == hashlib.sha256(body).hexdigest()
+    crc = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+    assert entry["crc32"] == crc
+    assert entry["etag"] == head["ETag"].strip('"')
+    assert entry["records"] == st["rows_out"]
+    raw = s3(local_aws).head_object(Bucket="dsjob-input", Key="raw/members.csv")
+    assert manifest["inputs"]["input"]["etag"] == raw["ETag"].strip('"')
+    assert manifest["versions"]["dsjob"] == meta["dsjob-version"]
+    assert manifest["orphans_removed"] == []
+    pointer = json.loads(
+        s3(local_aws).get_object(Bucket=OUT, Key="processed/current/members.json")["Body"].read()
+    )
+    assert (pointer["run_id"], pointer["outputs"]) == ("exec-1", data)
+    assert pointer["manifest"] == "processed/manifests/exec-1.json"
     assert "rows" in proc.stderr  # the human summary
     assert "manifest" in proc.stderr
 
@@ -118,11 +140,47 @@ def test_second_run_replaces_first_and_keep_outputs_keeps_history(local_aws: Loc
     data = [k for k in outputs(local_aws) if k.endswith(".parquet")]
     assert len(data) == 1
     assert data[0] not in first
-    time.sleep(1.1)
     put_param(local_aws, "keep-outputs", "1")
     proc = run_job(local_aws, DSJOB_RUN_ID="c")
     assert proc.returncode == 0, proc.stderr
     assert len([k for k in outputs(local_aws) if k.endswith(".parquet")]) == 2
+
+
+def test_rows_out_counts_rows_once_with_both_formats(local_aws: LocalServe) -> None:
+    """With output-format both, rows_out is the row count, not the sum over the two files."""
+    put_param(local_aws, "output-format", "both")
+    proc = run_job(local_aws, DSJOB_RUN_ID="both")
+    assert proc.returncode == 0, proc.stderr
+    st = status(proc)
+    assert len(st["outputs"]) == 2
+    for uri in st["outputs"]:
+        head = s3(local_aws).head_object(Bucket=OUT, Key=uri.split("/", 3)[3])
+        assert head["Metadata"]["record-count"] == str(st["rows_out"])
+    assert st["rows_in"] - st["rows_out"] == sum(st["dropped"].values())
+
+
+def test_an_empty_result_never_replaces_good_output(local_aws: LocalServe) -> None:
+    """A run left with no rows exits 3 and prunes nothing; earlier outputs stay."""
+    before = succeed_once(local_aws)
+    s3(local_aws).put_object(Bucket="dsjob-input", Key="raw/nulls.csv", Body=b"id,name\n,a\n,b\n")
+    proc = run_job(local_aws, DSJOB_INPUT_KEY="raw/nulls.csv", DSJOB_DATASET="members")
+    assert proc.returncode == 3, proc.stderr
+    assert "no rows" in proc.stderr
+    assert outputs(local_aws) == before
+
+
+def test_a_script_writing_only_empty_files_exits_4(local_aws: LocalServe) -> None:
+    """A script whose outputs are all 0 bytes exits 4 and prunes nothing."""
+    before = succeed_once(local_aws)
+    upload_script(
+        local_aws,
+        "import os\nfrom pathlib import Path\n"
+        "Path(os.environ['DSJOB_OUTPUT_DIR'], 'members.csv').write_bytes(b'')\n",
+    )
+    proc = run_job(local_aws)
+    assert proc.returncode == 4, proc.stderr
+    assert "empty" in proc.stderr
+    assert outputs(local_aws) == before
 
 
 def test_same_run_id_does_not_publish_twice(local_aws: LocalServe) -> None:

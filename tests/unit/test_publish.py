@@ -1,100 +1,178 @@
-"""Publishing to a local store: names, verification, manifest last, pruning."""
+"""Publishing to a local store: names, conditional creates, manifest and pointer, pruning."""
 
 from __future__ import annotations
 
+import base64
 import json
-from datetime import UTC, datetime
-from pathlib import Path
-from unittest import mock
+import zlib
+from typing import TYPE_CHECKING
 
 import pytest
 
-from dsjob.errors import TransientError, UserCodeError
-from dsjob.publish import publish
-from dsjob.storage import LocalStore
+from dsjob.errors import ConfigError, ConflictError, MalformedInputError, UserCodeError
+from dsjob.history import read_manifest
+from dsjob.job import tick_run_id
+from dsjob.publish import PublishResult, publish
+from dsjob.storage import LocalStore, digest_file
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 pytestmark = pytest.mark.unit
 
+T1, T2, T3 = "20260115_090000", "20260215_090000", "20260315_090000"
 
-def produce(tmp_path: Path, body: str = "id\n1\n") -> Path:
+
+def produce(tmp_path: Path, body: str = "id\n1\n", name: str = "members.csv") -> Path:
     out = tmp_path / "work" / "output"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "members.csv").write_text(body)
+    for old in out.iterdir():
+        old.unlink()
+    (out / name).write_text(body)
     return out
 
 
-def do_publish(store: LocalStore, out: Path, when: datetime, run_id: str, keep: int = 0):
+def do_publish(
+    store: LocalStore, out: Path, stamp: str, run_id: str, keep: int = 0
+) -> PublishResult:
     return publish(
         store,
         out,
         prefix="processed/",
-        started=when,
+        stamp=stamp,
         run_id=run_id,
-        metadata={"dataset": "members"},
+        dataset="members",
+        metadata={"generated-at": "t"},
         records={"members.csv": 1},
         keep_outputs=keep,
         manifest={"run_id": run_id},
     )
 
 
-T1 = datetime(2026, 1, 15, 9, 0, 0, tzinfo=UTC)
-T2 = datetime(2026, 2, 15, 9, 0, 0, tzinfo=UTC)
-T3 = datetime(2026, 3, 15, 9, 0, 0, tzinfo=UTC)
+def files(root: Path) -> list[str]:
+    return sorted(p.name for p in (root / "processed").glob("members_*"))
 
 
-def test_names_are_timestamped_and_manifest_lists_outputs(tmp_path: Path) -> None:
-    """Outputs get <stem>_YYYYMMDD_HHMMSS names; the manifest lists them with checksums."""
+def test_manifest_and_pointer_describe_the_outputs(tmp_path: Path) -> None:
+    """Outputs get <stem>_<stamp> names; the manifest and current pointer list them."""
     store = LocalStore(tmp_path / "dest")
     result = do_publish(store, produce(tmp_path), T1, "r1")
-    assert [o.key for o in result.objects] == ["processed/members_20260115_090000.csv"]
+    key = "processed/members_20260115_090000.csv"
+    assert [o.key for o in result.objects] == [key]
     manifest = json.loads((tmp_path / "dest/processed/manifests/r1.json").read_text())
-    assert manifest["outputs"][0]["sha256"] == result.objects[0].sha256
-    assert manifest["outputs"][0]["records"] == 1
+    data = (tmp_path / "dest" / key).read_bytes()
+    crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    assert manifest["outputs"][0]["sha256"] == digest_file(tmp_path / "dest" / key).sha256
+    assert manifest["outputs"][0]["crc32"] == crc
+    assert (manifest["outputs"][0]["records"], manifest["dataset"], manifest["format"]) == (
+        1,
+        "members",
+        1,
+    )
+    pointer = json.loads((tmp_path / "dest/processed/current/members.json").read_text())
+    assert (pointer["run_id"], pointer["outputs"]) == ("r1", [key])
+    assert pointer["manifest"] == "processed/manifests/r1.json"
 
 
-def test_prune_keeps_the_newest(tmp_path: Path) -> None:
-    """Older outputs of the same stem beyond keep-outputs are deleted after publishing."""
+def test_prune_keeps_the_newest_committed_and_never_the_runs_own(tmp_path: Path) -> None:
+    """keep-outputs counts committed runs; the run's own new output always survives."""
     store = LocalStore(tmp_path / "dest")
     do_publish(store, produce(tmp_path), T1, "r1")
     do_publish(store, produce(tmp_path), T2, "r2", keep=1)
-    assert len(list((tmp_path / "dest/processed").glob("members_*.csv"))) == 2
-    result = do_publish(store, produce(tmp_path), T3, "r3", keep=0)
-    assert [p.name for p in (tmp_path / "dest/processed").glob("members_*.csv")] == [
-        "members_20260315_090000.csv"
+    assert files(tmp_path / "dest") == [
+        "members_20260115_090000.csv",
+        "members_20260215_090000.csv",
     ]
+    result = do_publish(store, produce(tmp_path), T3, "r3", keep=0)
+    assert files(tmp_path / "dest") == ["members_20260315_090000.csv"]
     assert len(result.pruned) == 2
 
 
-def test_same_second_does_not_overwrite(tmp_path: Path) -> None:
-    """Two runs in one second get distinct names; the older is pruned only after the new one."""
+def test_same_second_takes_the_next_name_and_never_overwrites(tmp_path: Path) -> None:
+    """Two runs with one timestamp get -2; the first file keeps its bytes until it is pruned."""
     store = LocalStore(tmp_path / "dest")
-    do_publish(store, produce(tmp_path, "id\n1\n"), T1, "r1")
-    result = do_publish(store, produce(tmp_path, "id\n2\n"), T1, "r2")
+    do_publish(store, produce(tmp_path, "id\n1\n"), T1, "r1", keep=1)
+    result = do_publish(store, produce(tmp_path, "id\n2\n"), T1, "r2", keep=1)
     assert result.objects[0].key == "processed/members_20260115_090000-2.csv"
     assert (tmp_path / "dest" / result.objects[0].key).read_text() == "id\n2\n"
-    assert not (tmp_path / "dest/processed/members_20260115_090000.csv").exists()
+    assert (tmp_path / "dest/processed/members_20260115_090000.csv").read_text() == "id\n1\n"
 
 
-def test_checksum_mismatch_rolls_back_and_keeps_old(tmp_path: Path) -> None:
-    """A read-back that does not match fails transient, removes the new file, keeps the old."""
+def test_an_uncommitted_output_is_neither_pruned_nor_counted(tmp_path: Path) -> None:
+    """A file no manifest lists (another run's upload) survives prune and keeps nothing out."""
     store = LocalStore(tmp_path / "dest")
     do_publish(store, produce(tmp_path), T1, "r1")
-    real_head = store.head
-
-    def corrupt(key: str):
-        info = real_head(key)
-        return None if info is None else type(info)(info.size, "0" * 64, info.metadata)
-
-    with mock.patch.object(store, "head", side_effect=corrupt), pytest.raises(TransientError):
-        do_publish(store, produce(tmp_path), T2, "r2")
-    names = sorted(p.name for p in (tmp_path / "dest/processed").rglob("*") if p.is_file())
-    assert names == ["members_20260115_090000.csv", "r1.json"]
+    stray = tmp_path / "dest/processed/members_20260201_000000.csv"
+    stray.write_text("id\n9\n")
+    do_publish(store, produce(tmp_path), T3, "r3", keep=1)
+    assert files(tmp_path / "dest") == [
+        "members_20260115_090000.csv",
+        "members_20260201_000000.csv",
+        "members_20260315_090000.csv",
+    ]
 
 
-def test_empty_output_dir_is_a_user_code_error(tmp_path: Path) -> None:
-    """A step that wrote nothing fails as user code and publishes nothing."""
-    out = tmp_path / "empty"
-    out.mkdir()
-    with pytest.raises(UserCodeError):
-        do_publish(LocalStore(tmp_path / "dest"), out, T1, "r1")
-    assert not (tmp_path / "dest").exists()
+def test_local_creates_are_exclusive(tmp_path: Path) -> None:
+    """Creating a key that exists raises ConflictError and leaves the file as it was."""
+    store = LocalStore(tmp_path / "dest")
+    store.create_bytes("a.json", b"first", "application/json")
+    with pytest.raises(ConflictError):
+        store.create_bytes("a.json", b"second", "application/json")
+    assert (tmp_path / "dest/a.json").read_bytes() == b"first"
+
+
+def test_same_run_id_committed_elsewhere_reports_that_commit(tmp_path: Path) -> None:
+    """A second attempt of a committed run id removes its own upload and reports the first."""
+    store = LocalStore(tmp_path / "dest")
+    first = do_publish(store, produce(tmp_path, "id\n1\n"), T1, "dup")
+    # The manifest exists already, so the second attempt's conditional create loses.
+    second = do_publish(store, produce(tmp_path, "id\n2\n"), T2, "dup")
+    assert second.already_published
+    assert second.objects == first.objects
+    assert files(tmp_path / "dest") == ["members_20260115_090000.csv"]
+
+
+@pytest.mark.parametrize("name", ["empty.csv", "rows.csv"])
+def test_empty_outputs_are_a_user_code_error(tmp_path: Path, name: str) -> None:
+    """A step whose every output is 0 bytes or 0 rows fails as user code and prunes nothing."""
+    store = LocalStore(tmp_path / "dest")
+    do_publish(store, produce(tmp_path), T1, "r1")
+    out = produce(tmp_path, "" if name == "empty.csv" else "id\n", name)
+    with pytest.raises(UserCodeError, match="empty"):
+        publish(
+            store, out, prefix="processed/", stamp=T2, run_id="r2", dataset="members",
+            metadata={}, records={name: 0 if name == "rows.csv" else None},
+            keep_outputs=0, manifest={},
+        )  # fmt: skip
+    assert files(tmp_path / "dest") == ["members_20260115_090000.csv"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"), [(b"[1,", "not valid JSON"), (b'{"format": 2}', "format 2")]
+)
+def test_unreadable_manifest_is_an_input_error(tmp_path: Path, body: bytes, message: str) -> None:
+    """A corrupt or newer-format manifest raises exit-3 MalformedInputError naming the file."""
+    store = LocalStore(tmp_path)
+    store.create_bytes("m.json", body, "application/json")
+    with pytest.raises(MalformedInputError, match=message) as caught:
+        read_manifest(store, "m.json")
+    assert str(tmp_path / "m.json") in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("tick", "run_id"),
+    [
+        ("2027-01-01T00:00:00Z", "scheduled-20270101T000000Z"),
+        ("2027-01-01T01:00:00+01:00", "scheduled-20270101T000000Z"),
+        ("2027-02-01T06:30:00", "scheduled-20270201T063000Z"),
+    ],
+)
+def test_a_schedule_tick_names_its_run(tick: str, run_id: str) -> None:
+    """The run id of a tick is its UTC time: every delivery of one tick gets the same id."""
+    assert tick_run_id(tick) == run_id
+
+
+def test_a_bad_schedule_tick_is_a_config_error() -> None:
+    """A scheduled-time that is not ISO 8601 exits 2 and names the parameter."""
+    with pytest.raises(ConfigError, match="scheduled-time"):
+        tick_run_id("next tuesday")

@@ -1,0 +1,173 @@
+"""Which runs of a dataset are committed, which is current, and what may be deleted.
+
+The current pointer ``<prefix>current/<dataset>.json`` is the dataset's history:
+``{"dataset", "run_id", "manifest", "outputs", "committed_at", "history": [...]}``,
+where ``history`` lists the committed runs whose outputs are kept, newest first
+(by the ``committed_at`` their manifest records), and the top-level fields
+describe the newest. Runs add themselves by compare-and-swap (``If-Match`` on the
+pointer's ETag), so concurrent commits serialise there. Whatever falls off the
+end of the history (more than ``keep-outputs`` + 1 committed runs) is deleted,
+and only that: an object another run is still uploading is in no history.
+
+Orphans are outputs of the dataset (object metadata ``dataset``) whose run never
+committed: an earlier attempt of the same run id (Step Functions starts a retry
+only after the attempt's task stopped), or any uncommitted run older than
+``ORPHAN_AGE`` (longer than a run may take). They are removed by the next commit
+of the dataset and listed in its manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from dsjob.errors import ConflictError, DsjobError, MalformedInputError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from dsjob.storage import OutputStore
+
+LOGGER = logging.getLogger(__name__)
+
+MANIFEST_FORMAT = 1
+ORPHAN_AGE = timedelta(hours=24)
+MAX_SWAPS = 50
+# Folders under the output prefix that hold bookkeeping, not outputs.
+RESERVED = ("manifests/", "current/", "status/", "_work/")
+
+
+class AlreadyCommittedError(DsjobError):
+    """Another attempt of this run id wrote its manifest first (not an error to users)."""
+
+    def __init__(self, run_id: str) -> None:
+        """Args: run_id: the run id that is already committed."""
+        super().__init__(f"run {run_id} is already committed")
+        self.run_id = run_id
+
+
+def now_iso() -> str:
+    """The commit time, with microseconds so that runs in one second still order."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def pointer_key(prefix: str, dataset: str) -> str:
+    """Where the current pointer of `dataset` lives."""
+    return f"{prefix}current/{dataset}.json"
+
+
+def _parse(store: OutputStore, key: str, data: bytes, what: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        msg = f"{what} {store.uri(key)} is not valid JSON ({exc}); fix or remove it"
+        raise MalformedInputError(msg) from exc
+    if not isinstance(parsed, dict):
+        raise MalformedInputError(f"{what} {store.uri(key)} is not a JSON object")
+    fmt = parsed.get("format", 1)
+    if not isinstance(fmt, int) or fmt > MANIFEST_FORMAT:
+        raise MalformedInputError(
+            f"{what} {store.uri(key)} has format {fmt!r}, newer than this dsjob reads "
+            f"({MANIFEST_FORMAT}): run a newer dsjob"
+        )
+    return parsed
+
+
+def read_manifest(store: OutputStore, key: str) -> dict[str, Any] | None:
+    """A run's manifest, or None; a corrupt or newer-format one exits 3, naming it."""
+    blob = store.get(key)
+    return None if blob is None else _parse(store, key, blob.data, "run manifest")
+
+
+def find_orphans(
+    store: OutputStore, prefix: str, run_id: str, dataset: str, *, exclude: set[str]
+) -> list[str]:
+    """Keys of `dataset` outputs left by runs that never committed and cannot be running."""
+    blob = store.get(pointer_key(prefix, dataset))
+    pointer = _parse(store, pointer_key(prefix, dataset), blob.data, "pointer") if blob else {}
+    kept = {k for entry in pointer.get("history", []) for k in entry.get("outputs", [])}
+    cutoff = datetime.now(UTC) - ORPHAN_AGE
+    committed: dict[str, bool] = {}
+    orphans: list[str] = []
+    for item in store.list_objects(prefix):
+        rest = item.key[len(prefix) :]
+        if rest.startswith(RESERVED) or item.key in exclude or item.key in kept:
+            continue
+        info = store.head(item.key)
+        if info is None or info.metadata.get("dataset") != dataset:
+            continue  # another dataset's, or a store that keeps no metadata (local)
+        owner = info.metadata.get("run-id", "")
+        if owner != run_id and item.last_modified >= cutoff:
+            continue  # its run may still be uploading
+        if owner not in committed:
+            committed[owner] = (
+                owner != run_id and store.get(f"{prefix}manifests/{owner}.json") is not None
+            )
+        if not committed[owner]:
+            orphans.append(item.key)
+    return orphans
+
+
+def record(
+    store: OutputStore, prefix: str, manifest: Mapping[str, Any], keep_outputs: int
+) -> list[str]:
+    """Add a committed run to its dataset's pointer; return the keys that fell out.
+
+    A run already in the history changes nothing (a re-run of a run id).
+    """
+    dataset, run_id = str(manifest["dataset"]), str(manifest["run_id"])
+    key = pointer_key(prefix, dataset)
+    entry = {
+        "run_id": run_id,
+        "manifest": f"{prefix}manifests/{run_id}.json",
+        "committed_at": manifest["committed_at"],
+        "outputs": [o["key"] for o in manifest.get("outputs", [])],
+    }
+    for _ in range(MAX_SWAPS):
+        blob = store.get(key)
+        pointer = _parse(store, key, blob.data, "pointer") if blob else {}
+        runs: list[dict[str, Any]] = list(pointer.get("history", []))
+        pending = [str(k) for k in pointer.get("pending_delete", [])]
+        if any(r.get("run_id") == run_id for r in runs):
+            return pending  # a re-run: finish a prune that failed
+        runs = sorted([*runs, entry], key=lambda r: str(r.get("committed_at", "")), reverse=True)
+        kept, dropped = runs[: keep_outputs + 1], runs[keep_outputs + 1 :]
+        newest = kept[0]
+        doomed = list(dict.fromkeys([*pending, *(k for r in dropped for k in r["outputs"])]))
+        body = {
+            "format": MANIFEST_FORMAT,
+            "dataset": dataset,
+            "run_id": newest["run_id"],
+            "manifest": newest["manifest"],
+            "outputs": newest["outputs"],
+            "committed_at": newest["committed_at"],
+            "history": kept,
+            # Deleted after this write; a failed delete is finished by the next commit.
+            "pending_delete": doomed,
+        }
+        data = json.dumps(body, indent=2).encode()
+        try:
+            store.swap_bytes(key, data, "application/json", blob.etag if blob else None)
+        except ConflictError:
+            continue  # another run moved the pointer: read it again
+        if newest["run_id"] != run_id:
+            LOGGER.info("a newer run is current", extra={"current": newest["run_id"]})
+        return doomed
+    raise ConflictError(f"{store.uri(key)} kept changing; gave up after {MAX_SWAPS} tries")
+
+
+def clear_pending(store: OutputStore, prefix: str, dataset: str, deleted: list[str]) -> None:
+    """Drop deleted keys from the pointer's pending list (best effort: one try)."""
+    key = pointer_key(prefix, dataset)
+    blob = store.get(key)
+    if blob is None:
+        return
+    pointer = _parse(store, key, blob.data, "pointer")
+    gone = set(deleted)
+    pointer["pending_delete"] = [k for k in pointer.get("pending_delete", []) if k not in gone]
+    try:
+        store.swap_bytes(key, json.dumps(pointer, indent=2).encode(), "application/json", blob.etag)
+    except ConflictError:
+        LOGGER.info("pointer moved on; the next commit re-deletes the pruned keys")

@@ -1,0 +1,297 @@
+"""The S3 output store: conditional creates, full-object CRC32 checksums, paged listing.
+
+Every object is created with ``If-None-Match: *`` (S3 User Guide, "Add
+preconditions to S3 operations with conditional requests"): a name another run
+took answers 412 and becomes ``ConflictError``, never an overwrite. The current
+pointer is replaced with ``If-Match: <etag>`` (compare-and-swap).
+
+Data outputs always go up as a multipart upload with ``ChecksumAlgorithm=CRC32``
+and ``ChecksumType=FULL_OBJECT`` (User Guide, "Checking object integrity"), even
+when one part suffices, because that is the path on which S3 *and* moto compute
+the stored object's checksum themselves:
+
+- S3 checks each part's CRC32 on arrival and the full-object CRC32 we send with
+  CompleteMultipartUpload, failing with ``BadDigest`` on a difference; HEAD with
+  ``ChecksumMode=ENABLED`` returns the full-object value it stored.
+- moto 5.2.5 does not check the values a client sends (a PUT stores the client's
+  header as the checksum), but it computes the completed object's checksum from the
+  part bytes it stored. So on moto the HEAD value is the only check, and it is real.
+
+boto3's transfer manager cannot send ``If-None-Match`` (it is not among its
+allowed upload arguments), hence the small hand-rolled multipart upload here.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, Any
+
+from dsjob.aws import aws_errors, translate
+from dsjob.errors import ConflictError, MissingObjectError, TransientError
+from dsjob.storage import MAX_CONCURRENCY, MULTIPART_CHUNKSIZE, Blob, Listed, ObjectInfo, Progress
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from pathlib import Path
+
+    from mypy_boto3_s3 import S3Client
+
+    from dsjob.storage import Digests
+
+LOGGER = logging.getLogger(__name__)
+
+# 412: the precondition failed (the key exists, or its ETag moved); 409: S3 saw two
+# conditional writes to one key at once (User Guide, conditional writes).
+_CONFLICT_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
+# S3 refuses bytes whose checksum differs from the one sent with them.
+_DIGEST_CODES = frozenset({"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"})
+
+
+class S3Store:
+    """Outputs in an S3 bucket."""
+
+    def __init__(
+        self,
+        s3: S3Client,
+        bucket: str,
+        *,
+        progress: bool = False,
+        part_size: int = MULTIPART_CHUNKSIZE,
+        concurrency: int = MAX_CONCURRENCY,
+        checkpoint: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Set up the store.
+
+        Args:
+            s3: the client.
+            bucket: the output bucket.
+            progress: draw upload bars.
+            part_size: multipart part size (S3's minimum is 5 MiB for all but the last).
+            concurrency: parts in flight.
+            checkpoint: called while parts are in flight; raises when the job must stop.
+        """
+        self._s3, self.bucket, self._progress = s3, bucket, progress
+        self.part_size, self._concurrency = part_size, concurrency
+        self._checkpoint = checkpoint
+
+    def uri(self, key: str) -> str:
+        """s3://bucket/key."""
+        return f"s3://{self.bucket}/{key}"
+
+    def _call(self, what: str, key: str, func: Callable[..., Any], **kwargs: Any) -> Any:  # noqa: ANN401
+        try:
+            return func(**kwargs)
+        except aws_errors() as exc:
+            code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+            if code in _CONFLICT_CODES:
+                raise ConflictError(f"{self.uri(key)} was written by another run first") from exc
+            if code in _DIGEST_CODES:
+                msg = f"{what}: S3 refused the bytes ({code}): they changed on the way"
+                raise TransientError(msg) from exc
+            raise translate(exc, what, bucket=self.bucket, key=key) from exc
+
+    def create_file(
+        self, path: Path, key: str, metadata: Mapping[str, str], digests: Digests
+    ) -> None:
+        """Multipart upload with CRC32 checksums, completed only if `key` is still free."""
+        what = f"uploading {self.uri(key)}"
+        if digests.size == 0:  # a multipart upload needs a part with bytes in it
+            self._call(
+                what,
+                key,
+                self._s3.put_object,
+                Bucket=self.bucket,
+                Key=key,
+                Body=b"",
+                Metadata=dict(metadata),
+                IfNoneMatch="*",
+                ChecksumCRC32=digests.crc32,
+            )
+            return
+        if digests.part_size != self.part_size:  # pragma: no cover - publish digests with ours
+            msg = f"digests of {path} use {digests.part_size}-byte parts, not {self.part_size}"
+            raise ValueError(msg)
+        upload_id = self._call(
+            what,
+            key,
+            self._s3.create_multipart_upload,
+            Bucket=self.bucket,
+            Key=key,
+            Metadata=dict(metadata),
+            ChecksumAlgorithm="CRC32",
+            ChecksumType="FULL_OBJECT",
+        )["UploadId"]
+        progress = Progress(f"upload {self.uri(key)}", digests.size, enabled=self._progress)
+
+        def part(index: int) -> dict[str, Any]:
+            with path.open("rb") as handle:
+                handle.seek(index * self.part_size)
+                body = handle.read(self.part_size)
+            sent = digests.part_crc32s[index]
+            answer = self._call(
+                what,
+                key,
+                self._s3.upload_part,
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=index + 1,
+                Body=body,
+                ChecksumCRC32=sent,
+            )
+            progress(len(body))
+            return {"PartNumber": index + 1, "ETag": answer["ETag"], "ChecksumCRC32": sent}
+
+        pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="dsjob-part")
+        try:
+            futures = [pool.submit(part, i) for i in range(len(digests.part_crc32s))]
+            pending = set(futures)
+            while pending:  # wait in Python, so that a stop request is seen within 0.2 s
+                _, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+                self._checkpoint()
+                if any(f.done() and f.exception() for f in futures):
+                    break
+            parts = [f.result() for f in futures]
+            self._call(
+                what,
+                key,
+                self._s3.complete_multipart_upload,
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                ChecksumCRC32=digests.crc32,
+                ChecksumType="FULL_OBJECT",
+                MpuObjectSize=digests.size,
+                IfNoneMatch="*",
+            )
+        except BaseException:
+            # Do not wait for parts still on the wire: abort, and the upload is gone.
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._abort(key, upload_id)
+            raise
+        pool.shutdown()
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        try:
+            self._s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except aws_errors():  # the bucket's AbortIncompleteMultipartUpload rule is the backstop
+            LOGGER.warning("could not abort a multipart upload", extra={"key": key})
+
+    def create_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        """PUT a small object only if `key` is free (S3 checks the CRC32 botocore sends)."""
+        self._call(
+            f"writing {self.uri(key)}",
+            key,
+            self._s3.put_object,
+            Bucket=self.bucket,
+            Key=key,
+            Body=data,
+            ContentType=content_type,
+            ChecksumAlgorithm="CRC32",
+            IfNoneMatch="*",
+        )
+
+    def swap_bytes(
+        self, key: str, data: bytes, content_type: str, expected_etag: str | None
+    ) -> None:
+        """PUT with If-Match (or If-None-Match when `expected_etag` is None)."""
+        condition = {"IfMatch": expected_etag} if expected_etag else {"IfNoneMatch": "*"}
+        self._call(
+            f"writing {self.uri(key)}",
+            key,
+            self._s3.put_object,
+            Bucket=self.bucket,
+            Key=key,
+            Body=data,
+            ContentType=content_type,
+            ChecksumAlgorithm="CRC32",
+            **condition,
+        )
+
+    def _missing(self, exc: BaseException, what: str, key: str) -> bool:
+        error = translate(exc, what, bucket=self.bucket, key=key)
+        if isinstance(error, MissingObjectError) and "bucket does not exist" not in str(error):
+            return True
+        raise error from exc
+
+    def get(self, key: str) -> Blob | None:
+        """GET, or None on 404."""
+        try:
+            answer = self._s3.get_object(Bucket=self.bucket, Key=key)
+            data: bytes = answer["Body"].read()
+        except aws_errors() as exc:
+            if self._missing(exc, f"reading {self.uri(key)}", key):
+                return None
+            raise  # pragma: no cover - _missing raises
+        return Blob(data, answer.get("ETag", ""), answer.get("LastModified"))
+
+    def head(self, key: str) -> ObjectInfo | None:
+        """HEAD with ChecksumMode=ENABLED: S3's own checksum of the stored bytes."""
+        try:
+            head = self._s3.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        except aws_errors() as exc:
+            if self._missing(exc, f"checking {self.uri(key)}", key):
+                return None
+            raise  # pragma: no cover - _missing raises
+        sha = head.get("ChecksumSHA256") or ""
+        return ObjectInfo(
+            sha256=base64.b64decode(sha).hex() if sha and "-" not in sha else None,
+            size=head["ContentLength"],
+            checksum_crc32=head.get("ChecksumCRC32"),
+            checksum_type=head.get("ChecksumType"),
+            metadata=head.get("Metadata", {}),
+            etag=head.get("ETag", "").strip('"'),
+            version_id=head.get("VersionId"),
+            last_modified=head.get("LastModified"),
+        )
+
+    def list_objects(self, prefix: str) -> list[Listed]:
+        """Paginated ListObjectsV2 (strongly consistent: User Guide, "data consistency model")."""
+        found: list[Listed] = []
+        try:
+            for page in self._s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            ):
+                found.extend(Listed(o["Key"], o["LastModified"]) for o in page.get("Contents", []))
+        except aws_errors() as exc:
+            raise translate(exc, f"listing {self.uri(prefix)}", bucket=self.bucket) from exc
+        return found
+
+    def delete(self, keys: list[str]) -> None:
+        """DeleteObjects in batches of 1,000 (the API's limit)."""
+        for start in range(0, len(keys), 1000):
+            batch = keys[start : start + 1000]
+            self._call(
+                f"deleting under {self.uri('')}",
+                batch[0],
+                self._s3.delete_objects,
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
+            )
+
+    # Plain reads and writes used by the fan-out's work area (``workarea.py``).
+
+    def get_bytes(self, key: str) -> bytes | None:
+        """A small object's bytes, or None on 404."""
+        blob = self.get(key)
+        return None if blob is None else blob.data
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Every key starting with `prefix`."""
+        return [item.key for item in self.list_objects(prefix)]
+
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        """PUT a small object unconditionally (S3 checks the CRC32 botocore sends)."""
+        self._call(
+            f"writing {self.uri(key)}",
+            key,
+            self._s3.put_object,
+            Bucket=self.bucket,
+            Key=key,
+            Body=data,
+            ContentType=content_type,
+            ChecksumAlgorithm="CRC32",
+        )
