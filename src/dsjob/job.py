@@ -211,7 +211,6 @@ def run(cfg: JobConfig, clients: Clients | None, *, progress: bool = False) -> R
             records=records,
             keep_outputs=cfg.keep_outputs,
             manifest=manifest,
-            checkpoint=_checkpoint,
         )
         timings["publish_s"] = round(time.perf_counter() - mark, 3)
     finally:

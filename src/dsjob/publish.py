@@ -160,7 +160,7 @@ def upload_outputs(
     metadata: Mapping[str, str],
     records: Mapping[str, int | None],
     uploaded: list[str],
-    checkpoint: Callable[[], None] = lambda: None,
+    checkpoint: Callable[[str], None] = stop.checkpoint,
 ) -> list[Published]:
     """Upload each (path, relative name) under a free timestamped name.
 
@@ -172,11 +172,12 @@ def upload_outputs(
         metadata: object metadata common to every output (includes run-id).
         records: record count per relative name, when known.
         uploaded: every key this run created is appended here (for a rollback).
-        checkpoint: called between uploads (raises when the job was asked to stop).
+        checkpoint: called before each upload with what comes next (raises when the
+            job was asked to stop).
     """
     done: list[Published] = []
     for path, rel in files:
-        checkpoint()
+        checkpoint(f"before uploading {rel}")
         folder, _, name = rel.rpartition("/")
         stem, ext = _split(name)
         base = f"{prefix}{folder + '/' if folder else ''}{stem}_{stamp}"
@@ -232,6 +233,7 @@ def commit(
     orphans = history.find_orphans(store, prefix, run_id, dataset, exclude=known)
     body = {
         **manifest,
+        "run_id": run_id,
         "format": history.MANIFEST_FORMAT,
         "dataset": dataset,
         "committed_at": history.now_iso(),
@@ -288,7 +290,7 @@ def publish(
     records: Mapping[str, int | None],
     keep_outputs: int,
     manifest: dict[str, Any],
-    checkpoint: Callable[[], None] = lambda: None,
+    checkpoint: Callable[[str], None] = stop.checkpoint,
 ) -> PublishResult:
     """Upload every file in `output_dir`, verify each, commit, prune.
 
@@ -319,7 +321,7 @@ def publish(
             uploaded=uploaded,
             checkpoint=checkpoint,
         )
-        checkpoint()  # the last moment a stop leaves nothing published
+        checkpoint("before writing the run manifest")  # the last moment to publish nothing
         return commit(
             store,
             prefix=prefix,

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
     from pathlib import Path
 
+    from dsjob.storage import Digests
+
 pytestmark = pytest.mark.unit
 
 
@@ -63,8 +65,8 @@ def test_installed_reflects_the_live_handler() -> None:
 class _SignalAfterManifest(LocalStore):
     """A local store that delivers a real SIGTERM to this process right after the manifest."""
 
-    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
-        super().put_bytes(key, data, content_type)
+    def create_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        super().create_bytes(key, data, content_type)
         if "/manifests/" in f"/{key}":
             os.kill(os.getpid(), signal.SIGTERM)
 
@@ -75,8 +77,9 @@ def _publish(store: LocalStore, out: Path, when: datetime) -> tuple[str, ...]:
         store,
         out,
         prefix="processed/",
-        started=when,
+        stamp=when.strftime("%Y%m%d_%H%M%S"),
         run_id=when.strftime("r%m"),
+        dataset="members",
         metadata={"dataset": "members"},
         records=records,
         keep_outputs=0,
@@ -107,8 +110,10 @@ def test_sigterm_between_uploads_rolls_back(tmp_path: Path) -> None:
     """SIGTERM during an upload stops before the manifest and removes this run's uploads."""
 
     class _SignalOnUpload(LocalStore):
-        def put_file(self, path: Path, key: str, metadata: Mapping[str, str], sha: str) -> None:
-            super().put_file(path, key, metadata, sha)
+        def create_file(
+            self, path: Path, key: str, metadata: Mapping[str, str], digests: Digests
+        ) -> None:
+            super().create_file(path, key, metadata, digests)
             os.kill(os.getpid(), signal.SIGTERM)
 
     out = tmp_path / "output"
