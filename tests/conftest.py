@@ -1,22 +1,27 @@
-"""Shared fixtures: an isolated environment for every test, a moto server for integration."""
+"""Shared fixtures: an isolated environment for every test, a moto server, the skip policy."""
 
 from __future__ import annotations
 
 import os
-import re
-import subprocess
-import sys
-import urllib.request
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.support.credentials import FAKE_ENV
+from tests.support.emulator import LocalServe, start_local_serve
+from tests.support.paths import DSJOB, REPO
+from tests.support.skips import (  # noqa: F401 -- pytest finds hooks by name in conftest
+    pytest_configure,
+    pytest_runtest_logreport,
+    pytest_sessionfinish,
+    pytest_terminal_summary,
+)
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-REPO = Path(__file__).resolve().parent.parent
-DSJOB = Path(sys.executable).parent / "dsjob"
+# Re-exported for test modules that import them from here.
+__all__ = ["DSJOB", "REPO", "LocalServe", "start_local_serve"]
 
 
 @pytest.fixture(autouse=True)
@@ -31,63 +36,11 @@ def _isolated_env(
             "DSJOB_REQUIRE_DEVCONTAINER",
         ):
             monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for name, value in FAKE_ENV.items():
+        monkeypatch.setenv(name, value)
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(home / "aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "aws-credentials"))
-
-
-class LocalServe:
-    """A `dsjob local serve` subprocess: the embedded AWS, seeded, on a free port."""
-
-    def __init__(self, proc: subprocess.Popen[str], endpoint: str) -> None:
-        self.proc = proc
-        self.endpoint = endpoint
-
-    def env(self, **extra: str) -> dict[str, str]:
-        """An environment for subprocesses talking to this emulator."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DSJOB_")}
-        env.update(
-            AWS_ENDPOINT_URL=self.endpoint,
-            AWS_ACCESS_KEY_ID="testing",
-            AWS_SECRET_ACCESS_KEY="testing",
-            AWS_DEFAULT_REGION="us-east-1",
-            DSJOB_LOG_FORMAT="json",
-        )
-        env.update(extra)
-        return env
-
-    def stop(self) -> None:
-        """Stop the server (SIGTERM, then kill)."""
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
-def start_local_serve(*args: str) -> LocalServe:
-    """Start `dsjob local serve` and wait for its export line."""
-    proc = subprocess.Popen(
-        [str(DSJOB), "local", "serve", "--log-format", "json", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ},
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        match = re.search(r"AWS_ENDPOINT_URL=(\S+)", line)
-        if match:
-            return LocalServe(proc, match.group(1))
-    proc.wait(5)
-    msg = f"dsjob local serve exited {proc.returncode} before printing its endpoint"
-    raise RuntimeError(msg)
 
 
 @pytest.fixture(scope="session")
@@ -106,10 +59,7 @@ def local_aws(_serve: LocalServe, monkeypatch: pytest.MonkeyPatch) -> LocalServe
     from dsjob import local  # noqa: PLC0415
     from dsjob.aws import Clients  # noqa: PLC0415
 
-    with urllib.request.urlopen(
-        urllib.request.Request(f"{_serve.endpoint}/moto-api/reset", method="POST"), timeout=30
-    ) as answer:
-        assert answer.status == 200
+    _serve.reset()
     monkeypatch.setenv("AWS_ENDPOINT_URL", _serve.endpoint)
     local.seed(Clients())
     monkeypatch.delenv("AWS_ENDPOINT_URL")

@@ -1,0 +1,1 @@
+"""Shared test helpers, one small module per concern: paths, ports, credentials, emulator, skips."""
