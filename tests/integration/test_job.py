@@ -241,7 +241,8 @@ def test_hanging_script_times_out(local_aws: LocalServe) -> None:
     proc = run_job(local_aws, timeout=60)
     assert proc.returncode == 4
     assert time.monotonic() - started < 30
-    assert "timed out" in proc.stderr.lower() or "timeout" in proc.stderr.lower()
+    # The config log mentions "script-timeout" anyway: assert the error itself.
+    assert "script.py timed out after 2 s" in status(proc)["error"]
     assert outputs(local_aws) == before
 
 
@@ -366,6 +367,6 @@ def test_local_files_mode_needs_no_aws(tmp_path: Path) -> None:
     st = json.loads(proc.stdout.strip().splitlines()[-1])
     assert (st["rows_in"], st["rows_out"]) == (4, 2)
     assert st["dropped"]["duplicate"] == 1
-    assert sorted(p.name for p in out.glob("people_*.parquet")).__len__() == 1
+    assert len(list(out.glob("people_*.parquet"))) == 1
     manifest = json.loads((out / "manifests" / "loc.json").read_text())
     assert manifest["config"]["local_mode"] is True
