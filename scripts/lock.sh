@@ -32,7 +32,7 @@ locks=(
   "requirements.lock|"
   "requirements-ml.lock|--extra ml"
   "requirements-dev-slim.lock|--group dev"
-  "requirements-dev.lock|--all-extras --group dev --group notebook --group infra --group bench"
+  "requirements-dev.lock|--all-extras --group dev --group notebook --group infra --group bench --group mutation"
 )
 for entry in "${locks[@]}"; do
   name=${entry%%|*}

@@ -1,0 +1,188 @@
+"""Run mutmut over the contract modules and write the survivors to bench/mutation.md.
+
+    python scripts/mutation.py [MODULE ...]    default: every module in MODULES
+
+Each module is mutated with only its own fast tests. The report keeps one section
+per module, so a run over some modules leaves the others' sections as they were.
+A survivor whose change is confined to a log call is classed "log only" (logs are
+diagnostics, not part of the exit-code and output contract); every other
+survivor is listed with its diff and, where one is known, why it is equivalent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+REPORT = REPO / "bench" / "mutation.md"
+
+# module -> the fast tests that state its contract
+MODULES: dict[str, list[str]] = {
+    "archive": ["tests/unit/test_archive.py"],
+    "errors": ["tests/unit/test_errors.py"],
+    "custom": ["tests/unit/test_custom.py"],
+    "publish": ["tests/unit/test_publish.py", "tests/unit/test_stop.py"],
+    "config": ["tests/unit/test_config.py"],
+    "cli": ["tests/unit/test_exit_codes.py"],
+}
+# Only these functions of a module count (the CLI's exit-code edge, not its help text).
+FOCUS: dict[str, tuple[str, ...]] = {"cli": ("x_main__", "x__fail__")}
+# Survivors known to be equivalent: (module, a substring of the mutated line) -> reason.
+EQUIVALENT: dict[tuple[str, str], str] = {}
+_STATUS = {0: "survived", 5: "no tests", 33: "no tests", 36: "timeout", 24: "timeout"}
+
+
+def _run_mutmut(module: str, tests: list[str]) -> float:
+    """Mutate one module with its tests; return the wall time in seconds."""
+    shutil.rmtree(REPO / "mutants", ignore_errors=True)
+    cfg = REPO / "setup.cfg"
+    lines = [
+        "[mutmut]",
+        "source_paths = src",
+        f"only_mutate = src/dsjob/{module}.py",
+        "pytest_add_cli_args_test_selection =",
+        *[f"    {t}" for t in tests],
+        "pytest_add_cli_args =",
+        "    -p",
+        "    no:cacheprovider",
+        "    -q",
+        "also_copy =",
+        "    examples",
+        "    config",
+        "",
+    ]
+    cfg.write_text("\n".join(lines))
+    started = time.monotonic()
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "mutmut", "run", "--max-children", str(os.cpu_count() or 1)],
+            cwd=REPO,
+            check=False,
+            stdout=subprocess.DEVNULL,
+        )
+    finally:
+        cfg.unlink()
+    return time.monotonic() - started
+
+
+def _in_log_call(lines: list[str], index: int) -> bool:
+    """True when line `index` belongs to a LOGGER.<level>(...) call."""
+    for j in range(index, max(index - 8, -1), -1):
+        if "LOGGER." in lines[j] or "SCRIPT_LOGGER." in lines[j]:
+            return True
+        if j < index and not lines[j].rstrip().endswith(("(", ",", "{", "[")):
+            return False
+    return False
+
+
+def _survivors(module: str) -> tuple[int, list[dict[str, str]]]:
+    from mutmut.mutation.diff_apply import get_diff_for_mutant  # noqa: PLC0415
+
+    meta = REPO / "mutants" / "src" / "dsjob" / f"{module}.py.meta"
+    codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
+    focus = FOCUS.get(module)
+    found = []
+    total = 0
+    cwd = Path.cwd()
+    os.chdir(REPO)
+    try:
+        for name, code in sorted(codes.items()):
+            function = name.rsplit(".", 1)[-1]
+            if focus and not function.startswith(focus):
+                continue
+            total += 1
+            if code not in _STATUS:
+                continue
+            diff = get_diff_for_mutant(name, path=f"src/dsjob/{module}.py").splitlines()[2:]
+            before = [ln[1:] for ln in diff if not ln.startswith("+")]
+            changed = [i for i, ln in enumerate(diff) if ln.startswith("-")]
+            minus = [ln for ln in diff if ln.startswith("-")]
+            plus = [ln for ln in diff if ln.startswith("+")]
+            orig_index = [sum(1 for d in diff[:i] if not d.startswith("+")) for i in changed]
+            if orig_index and all(_in_log_call(before, i) for i in orig_index):
+                kind, reason = "log only", "changes a log line only; logs are not the contract"
+            else:
+                kind, reason = _STATUS[code], ""
+                for (mod, needle), why in EQUIVALENT.items():
+                    if mod == module and any(needle in ln for ln in minus):
+                        kind, reason = "equivalent", why
+            found.append(
+                {"name": name, "kind": kind, "reason": reason, "diff": "\n".join(minus + plus)}
+            )
+    finally:
+        os.chdir(cwd)
+    return total, found
+
+
+def _section(module: str, total: int, found: list[dict[str, str]], seconds: float) -> str:
+    kinds: dict[str, int] = {}
+    for item in found:
+        kinds[item["kind"]] = kinds.get(item["kind"], 0) + 1
+    summary = ", ".join(f"{v} {k}" for k, v in sorted(kinds.items())) or "none"
+    out = [
+        f"<!-- module:{module} -->",
+        f"## {module}",
+        "",
+        (
+            f"{total} mutants, tests {', '.join(MODULES[module])}; not killed: {summary}; "
+            f"{seconds:.0f} s on {os.cpu_count()} CPUs ({time.strftime('%Y-%m-%d')})."
+        ),
+        "",
+    ]
+    for item in found:
+        if item["kind"] == "log only":
+            continue
+        reason = f" — {item['reason']}" if item["reason"] else ""
+        out += [f"- `{item['name']}` ({item['kind']}){reason}", "", "  ```diff"]
+        out += [f"  {line}" for line in item["diff"].splitlines()]
+        out += ["  ```", ""]
+    out.append(f"<!-- /module:{module} -->")
+    return "\n".join(out)
+
+
+def _write(sections: dict[str, str]) -> None:
+    text = REPORT.read_text() if REPORT.exists() else ""
+    head = (
+        "# Mutation testing (`make mutation`)\n\n"
+        "Survivors of mutmut over the contract modules, each module against its own\n"
+        'fast tests. "log only" survivors are counted, not listed. Regenerate with\n'
+        "`make mutation` (or `make mutation MODULES=archive`).\n"
+    )
+    kept = {
+        m.group(1): m.group(0)
+        for m in re.finditer(r"<!-- module:(\w+) -->.*?<!-- /module:\1 -->", text, re.DOTALL)
+    }
+    kept.update(sections)
+    body = "\n\n".join(kept[m] for m in MODULES if m in kept)
+    REPORT.write_text(f"{head}\n{body}\n")
+
+
+def main() -> int:
+    """Run the selected modules and rewrite their sections of the report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("modules", nargs="*", metavar="MODULE", help=", ".join(MODULES))
+    args = parser.parse_args()
+    unknown = sorted(set(args.modules) - set(MODULES))
+    if unknown:
+        parser.error(f"unknown module(s): {', '.join(unknown)}")
+    sections = {}
+    for module in args.modules or list(MODULES):
+        seconds = _run_mutmut(module, MODULES[module])
+        total, found = _survivors(module)
+        sections[module] = _section(module, total, found, seconds)
+        print(f"{module}: {total} mutants, {len(found)} not killed ({seconds:.0f} s)")
+    _write(sections)
+    shutil.rmtree(REPO / "mutants", ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
