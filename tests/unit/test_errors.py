@@ -64,12 +64,15 @@ def test_each_error_carries_its_exit_code(error: DsjobError, code: int) -> None:
 
 
 def test_only_transient_errors_are_retryable() -> None:
-    """Step Functions retries exit 5 alone: no other class is marked retryable."""
+    """Step Functions retries exit 5 alone: exactly TransientError and its subclasses retry."""
     classes = [
         c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, DsjobError)
     ]
     assert len(classes) >= 12
-    assert sorted(c.__name__ for c in classes if c.retryable) == ["TransientError"]
+    assert {c.__name__: c.retryable for c in classes} == {
+        c.__name__: issubclass(c, TransientError) for c in classes
+    }
+    assert {int(c.exit_code) for c in classes if c.retryable} == {5}
 
 
 def test_messages_name_what_went_wrong() -> None:
