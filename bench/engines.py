@@ -15,6 +15,12 @@ Engines (same cleaning semantics, so output row counts must match):
 * ``pandas`` -- the reference design's way: read the whole CSV, strip strings,
   empty -> NULL, drop NULL ids and duplicates, ``to_parquet`` (zstd, pyarrow).
 * ``polars`` -- ``scan_csv -> clean -> unique -> sink_parquet`` (streaming).
+* ``<design>-512m`` -- one of bench/designs.py's dedup designs (``distinct``,
+  ``fp-stage``, ``fp-reparse``, ``parse-only``) at the same 312 MB limit.
+
+The JSON line also carries ``digest``: row count and the sum of the rows'
+hashes, a multiset fingerprint that the report compares across the DuckDB-based
+engines (same types) to show each design's output is exact.
 """
 
 # Each engine imports its library inside its function so the others' import cost
@@ -29,6 +35,7 @@ import time
 from pathlib import Path
 
 ID = "id"
+DESIGNS = ("distinct", "fp-stage", "fp-reparse", "parse-only", "distinct-zstd1", "parse-native")
 
 
 def run_builtin(src: Path, out: Path, memory_limit: str | None = None) -> int:
@@ -69,6 +76,26 @@ def run_polars(src: Path, out: Path) -> int:
     return int(pl.scan_parquet(target).select(pl.len()).collect().item())
 
 
+def digest(out: Path) -> str:
+    """Rows and the sum of every row's hash: equal for equal multisets of rows."""
+    import duckdb
+
+    target = str(out / "data.parquet").replace("'", "''")
+    with duckdb.connect() as con:
+        rows = con.execute(
+            f"SELECT count(*), sum(hash(t)::HUGEINT) FROM read_parquet('{target}') t"  # noqa: S608
+        ).fetchall()
+    return f"{rows[0][0]}:{rows[0][1]}"
+
+
+def run_design(name: str, src: Path, out: Path) -> int:
+    """One of bench/designs.py's dedup designs under the 512 MiB container's limit."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench import designs
+
+    return designs.run(name, src, out, "312MB")
+
+
 def main(argv: list[str]) -> int:
     """Run one engine on one file and print its JSON result line."""
     engine, src, out = argv[0], Path(argv[1]), Path(argv[2])
@@ -82,10 +109,13 @@ def main(argv: list[str]) -> int:
         rows = run_pandas(src, out)
     elif engine == "polars":
         rows = run_polars(src, out)
+    elif engine.endswith("-512m") and engine.removesuffix("-512m") in DESIGNS:
+        rows = run_design(engine.removesuffix("-512m"), src, out)
     else:
         print(f"unknown engine {engine!r}", file=sys.stderr)
         return 2
-    print(json.dumps({"rows_out": rows, "seconds": round(time.perf_counter() - started, 3)}))
+    seconds = round(time.perf_counter() - started, 3)
+    print(json.dumps({"rows_out": rows, "seconds": seconds, "digest": digest(out)}))
     return 0
 
 

@@ -1,4 +1,4 @@
-# Benchmarks (issue 6): bench/run.py measures every case; bench/results.md holds the committed run.
+# Benchmarks: bench/run.py (bench/harness/) measures every case; bench/results.md holds the committed run.
 BENCH_QUICK ?=
 BENCH_ARGS ?=
 

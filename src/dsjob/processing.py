@@ -529,6 +529,49 @@ def with_retyping(cleaned: Cleaned, work: Callable[[Cleaned], _T]) -> _T:
             cleaned = cleaned.as_varchar(int(misfit.group(1)))
 
 
+def fingerprint(columns: list[str]) -> str:
+    """DuckDB's 64-bit ``hash()`` over the cleaned, typed values of ``columns``.
+
+    It treats NULL, NaN and -0.0/+0.0 as DISTINCT does. It must be applied in a
+    SELECT *wrapping* the cleaning one: next to ``trim(c) AS c`` it would hash raw ``c``.
+    """
+    return f"hash({', '.join(_quote_ident(c) for c in columns)})"
+
+
+def deduplicated(
+    con: duckdb.DuckDBPyConnection,
+    cleaned: Cleaned,
+    fingerprint_of: Callable[[list[str]], str] = fingerprint,
+) -> str:
+    """Stage the kept rows with a fingerprint; returns a SELECT of them without duplicates.
+
+    Exact whatever the hash: rows whose fingerprint is unique cannot have a
+    duplicate, and rows sharing one (duplicates, and any collisions) go through
+    a real DISTINCT. Only the stage and the repeated fingerprints are held, never
+    a hash table of whole rows.
+
+    Args:
+        con: the step's connection.
+        cleaned: what :func:`sniff_and_clean` returned.
+        fingerprint_of: SQL of a row fingerprint over the given columns (tests
+            inject a weak one to force collisions).
+    """
+    fp = fingerprint_of(list(cleaned.types))
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE dsjob_stage AS "
+        f"SELECT *, {fp} AS dsjob_fp FROM ({cleaned.kept()})"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE dsjob_twice AS "
+        "SELECT dsjob_fp FROM dsjob_stage GROUP BY dsjob_fp HAVING count(*) > 1"
+    )
+    return (
+        "SELECT * EXCLUDE (dsjob_fp) FROM dsjob_stage ANTI JOIN dsjob_twice USING (dsjob_fp) "
+        "UNION ALL SELECT DISTINCT * EXCLUDE (dsjob_fp) FROM dsjob_stage "
+        "SEMI JOIN dsjob_twice USING (dsjob_fp)"
+    )
+
+
 def _write(
     con: duckdb.DuckDBPyConnection,
     cleaned: Cleaned,

@@ -1,0 +1,105 @@
+"""Dedup designs for the built-in step, measured side by side at the 512 MiB container's limit.
+
+Each design takes the same cleaned input (``processing.sniff_and_clean``) and
+writes ``data.parquet`` with the same content; only the dedup shape differs.
+The chosen one lives in :mod:`dsjob.processing`; the others stay here so the
+choice can be re-checked on other hardware.
+
+* ``distinct`` -- one ``COPY (SELECT DISTINCT * ...)``: exact, but the hash table
+  holds every distinct row, so under a small limit it spills the input once.
+* ``fp-stage`` -- stage rows + a 64-bit fingerprint (``hash()`` in a wrapping
+  SELECT over the cleaned values), keep fingerprints seen twice, DISTINCT only
+  those rows, write the rest as they are.
+* ``fp-reparse`` -- the same without the stage: one scan collects the repeated
+  fingerprints (8 B/row in the hash table), a second scan writes.
+* ``parse-only`` -- clean and write, no dedup: the ceiling for any design.
+* ``distinct-zstd1`` -- ``distinct`` with the Parquet writer at zstd level 1 and
+  1 M-row row groups.
+* ``parse-native`` -- DuckDB's typed reader straight to Parquet, no cleaning.
+"""
+
+# SQL is generated from processing's quoting helpers, never raw user strings.
+# ruff: noqa: S608, SLF001
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dsjob import processing as proc
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import duckdb
+
+PARQUET = "(FORMAT parquet, COMPRESSION zstd)"
+#: The writer levers: zstd level 1 (DuckDB's default is 3) and bigger row groups.
+PARQUET_FAST = "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 1000000)"
+
+
+def _copy(con: duckdb.DuckDBPyConnection, query: str, out: Path, options: str = PARQUET) -> int:
+    target = proc._quote_str(str(out / "data.parquet"))
+    return int(con.execute(f"COPY ({query}) TO {target} {options}").fetchall()[0][0])
+
+
+def _fp(cleaned: proc.Cleaned) -> str:
+    return proc.fingerprint(list(cleaned.types))
+
+
+def distinct(con: duckdb.DuckDBPyConnection, cleaned: proc.Cleaned, out: Path) -> int:
+    """Today's shape before the fingerprint: one exact DISTINCT."""
+    return _copy(con, f"SELECT DISTINCT * FROM ({cleaned.kept()})", out)
+
+
+def fp_stage(con: duckdb.DuckDBPyConnection, cleaned: proc.Cleaned, out: Path) -> int:
+    """Stage + fingerprint, resolve repeated fingerprints exactly."""
+    return _copy(con, proc.deduplicated(con, cleaned), out)
+
+
+def fp_reparse(con: duckdb.DuckDBPyConnection, cleaned: proc.Cleaned, out: Path) -> int:
+    """Repeated fingerprints from a first scan; a second scan writes."""
+    fp = _fp(cleaned)
+    con.execute(
+        f"CREATE TEMP TABLE twice AS SELECT fp FROM (SELECT {fp} AS fp FROM "
+        f"({cleaned.kept()})) GROUP BY fp HAVING count(*) > 1"
+    )
+    hashed = f"SELECT *, {fp} AS fp FROM ({cleaned.kept()})"
+    query = (
+        f"SELECT * EXCLUDE (fp) FROM ({hashed}) ANTI JOIN twice USING (fp) UNION ALL "
+        f"SELECT DISTINCT * EXCLUDE (fp) FROM ({hashed}) SEMI JOIN twice USING (fp)"
+    )
+    return _copy(con, query, out)
+
+
+def parse_only(con: duckdb.DuckDBPyConnection, cleaned: proc.Cleaned, out: Path) -> int:
+    """No dedup: the ceiling."""
+    return _copy(con, cleaned.kept(), out)
+
+
+def distinct_zstd1(con: duckdb.DuckDBPyConnection, cleaned: proc.Cleaned, out: Path) -> int:
+    """The exact DISTINCT with the writer levers pulled."""
+    return _copy(con, f"SELECT DISTINCT * FROM ({cleaned.kept()})", out, PARQUET_FAST)
+
+
+def parse_native(con: duckdb.DuckDBPyConnection, cleaned: proc.Cleaned, out: Path) -> int:
+    """DuckDB's own typed CSV reader straight into Parquet: no trim, no dedup (the floor)."""
+    path = proc._quote_str(str(cleaned.path))
+    return _copy(con, f"SELECT * FROM read_csv({path})", out)
+
+
+DESIGNS = {
+    "distinct-zstd1": distinct_zstd1,
+    "parse-native": parse_native,
+    "distinct": distinct,
+    "fp-stage": fp_stage,
+    "fp-reparse": fp_reparse,
+    "parse-only": parse_only,
+}
+
+
+def run(name: str, src: Path, out: Path, memory_limit: str | None) -> int:
+    """Run one design on ``src`` with the step's connection settings."""
+    settings = proc.ProcessSettings(memory_limit=memory_limit, temp_dir=out / ".spill")
+    with proc.connect(settings, out / ".spill") as con:
+        cleaned = proc.sniff_and_clean(con, src, settings)
+        return DESIGNS[name](con, cleaned, out)

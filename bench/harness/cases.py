@@ -1,0 +1,318 @@
+"""Cases 1-2: engines and dedup designs side by side, and the prod image under 512 MiB."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import statistics
+from typing import TYPE_CHECKING
+
+from bench.harness.measure import (
+    MIB,
+    PY,
+    ROOT,
+    WORK,
+    container_engine,
+    dataset,
+    image_exists,
+    image_name,
+    measure,
+)
+from bench.harness.report import Report, span
+
+ENGINES = (
+    "builtin",
+    "builtin-512m",
+    "distinct-512m",
+    "fp-stage-512m",
+    "fp-reparse-512m",
+    "parse-only-512m",
+    "distinct-zstd1-512m",
+    "parse-native-512m",
+    "pandas",
+    "polars",
+)
+#: Engines whose output types are DuckDB's, so their row-hash digests must agree.
+EXACT = (
+    "builtin",
+    "builtin-512m",
+    "distinct-512m",
+    "fp-stage-512m",
+    "fp-reparse-512m",
+    "distinct-zstd1-512m",
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+# --- case 1: engines side by side ------------------------------------------------------------
+
+
+def case_engines(report: Report, sizes: Sequence[int], runs: int) -> None:
+    """Built-in vs pandas vs polars on the same files."""
+    lines = [
+        (
+            "Each engine runs in a fresh process; wall = spawn to exit (imports included), "
+            "MB/s = input bytes / median wall, RSS = the child's peak. `builtin` uses the "
+            "step's default memory limit (derived from this machine's RAM); `builtin-512m` "
+            "uses the 312 MB limit the step derives inside a 512 MiB container."
+        ),
+        "",
+    ]
+    for rows in sizes:
+        src = dataset(rows)
+        size_mb = src.stat().st_size / 1e6
+        lines += [
+            f"### {rows:,} rows ({size_mb:,.1f} MB CSV)",
+            "",
+            (
+                "| engine | wall s, median (min-max) | MB/s | peak RSS MiB, median (max) "
+                "| CPU s | rows out |"
+            ),
+            "|---|---|---|---|---|---|",
+        ]
+        medians: dict[str, float] = {}
+        rss_max: dict[str, float] = {}
+        cpu: dict[str, float] = {}
+        outs: dict[str, set[int]] = {}
+        digests: dict[str, set[str]] = {}
+        for engine in ENGINES:
+            samples = []
+            for i in range(runs):
+                out = WORK / "engines" / f"{engine}-{rows}-{i}"
+                shutil.rmtree(out, ignore_errors=True)
+                sample = measure(
+                    [PY, str(ROOT / "bench" / "engines.py"), engine, str(src), str(out)]
+                )
+                shutil.rmtree(out, ignore_errors=True)
+                samples.append(sample)
+                if sample.returncode != 0:
+                    break
+            ok = [s for s in samples if s.returncode == 0]
+            if not ok:
+                lines.append(f"| {engine} | failed (exit {samples[-1].returncode}) | | | | |")
+                continue
+            walls = [s.wall for s in ok]
+            medians[engine] = statistics.median(walls)
+            results = [json.loads(s.stdout.strip().splitlines()[-1]) for s in ok]
+            outs[engine] = {r["rows_out"] for r in results}
+            digests[engine] = {r["digest"] for r in results}
+            rss = [s.rss / MIB for s in ok]
+            rss_max[engine] = max(rss)
+            cpu[engine] = statistics.median([s.cpu for s in ok])
+            lines.append(
+                f"| {engine} | {span(walls)} | {size_mb / medians[engine]:,.0f} "
+                f"| {statistics.median(rss):,.0f} ({max(rss):,.0f}) "
+                f"| {statistics.median([s.cpu for s in ok]):.1f} "
+                f"| {', '.join(f'{n:,}' for n in sorted(outs[engine]))} |"
+            )
+        counts = {n for e, v in outs.items() for n in v if not e.startswith("parse-")}
+        exact = {d for e, v in digests.items() for d in v if e in EXACT}
+        same = "identical multisets of rows (same row-hash digest)"
+        lines += [
+            "",
+            (
+                f"Output rows {'match' if len(counts) == 1 else 'DIFFER'} across the "
+                f"deduplicating engines; the DuckDB-typed outputs ({', '.join(EXACT)}) are "
+                f"{same if len(exact) == 1 else 'NOT identical'}."
+            ),
+        ]
+        if "parse-only-512m" in medians and "builtin-512m" in medians:
+            lines.append(
+                f"Parse-only ceiling (clean + write, no dedup, 312 MB): "
+                f"{medians['parse-only-512m']:.2f} s; the bounded step takes "
+                f"{medians['builtin-512m'] / medians['parse-only-512m']:.2f}x that."
+            )
+        if "builtin" in medians and "pandas" in medians:
+            ratio = medians["builtin"] / medians["pandas"]
+            lines.append(
+                f"Built-in / pandas wall-time ratio: **{ratio:.2f}** "
+                f"(built-in {1 / ratio:.1f}x faster; bounded variant "
+                f"{medians.get('builtin-512m', float('nan')) / medians['pandas']:.2f})."
+            )
+        if "builtin-512m" in medians and "polars" in medians:
+            lines.append(
+                f"Bounded built-in / polars wall-time ratio: "
+                f"{medians['builtin-512m'] / medians['polars']:.2f}."
+            )
+        lines.append("")
+        if rows == sizes[-1]:
+            _engine_targets(
+                report, rows=rows, size_mb=size_mb, medians=medians, rss_max=rss_max, cpu=cpu
+            )
+    report.add("1. Engines side by side", "\n".join(lines))
+
+
+def _engine_targets(
+    report: Report,
+    *,
+    rows: int,
+    size_mb: float,
+    medians: dict[str, float],
+    rss_max: dict[str, float],
+    cpu: dict[str, float],
+) -> None:
+    """The engine targets, judged on the largest size this run had."""
+    need = {"builtin", "builtin-512m", "pandas", "polars"}
+    if not need <= medians.keys():
+        report.targets.append(f"| engine targets | an engine failed at {rows:,} rows | - |")
+        return
+    at = f"at {rows:,} rows"
+    speedup = medians["pandas"] / medians["builtin-512m"]
+    report.target(
+        f"built-in >= 3x faster than pandas {at}",
+        f"{speedup:.1f}x bounded, {medians['pandas'] / medians['builtin']:.1f}x default "
+        f"(CPU seconds: {cpu['pandas'] / cpu['builtin-512m']:.1f}x)",
+        met=speedup >= 3,
+    )
+    report.target(
+        f"built-in (bounded) peak under 512 MiB {at}",
+        f"{rss_max['builtin-512m']:,.0f} MiB (pandas {rss_max['pandas']:,.0f}, "
+        f"polars {rss_max['polars']:,.0f})",
+        met=rss_max["builtin-512m"] < 512,
+    )
+    cores = len(os.sched_getaffinity(0))
+    mbps = size_mb / medians["builtin-512m"]
+    report.target(
+        f"built-in (bounded) >= 100 MB/s {at}",
+        f"{mbps:,.0f} MB/s wall; {size_mb / (cpu['builtin-512m'] / cores):,.0f} MB/s if its "
+        f"CPU seconds were spread over {cores} free cores (upper bound)",
+        met=mbps >= 100,
+    )
+    report.target(
+        f"bounded built-in at least polars' speed {at}",
+        f"{medians['polars'] / medians['builtin-512m']:.2f}x polars' speed "
+        f"(CPU seconds: {cpu['polars'] / cpu['builtin-512m']:.2f}x)",
+        met=medians["builtin-512m"] < medians["polars"] and rss_max["builtin-512m"] < 512,
+    )
+
+
+# --- case 2: memory-bounded in the prod image --------------------------------------------------
+
+
+def container_out() -> Path:
+    """A fresh bind-mount directory the container user can write."""
+    out = WORK / "container"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    # The image runs as a numeric non-root user; let it write the bind mount.
+    out.chmod(0o777)
+    return out
+
+
+# Peak RSS of the job process (wait4 from a tiny Python parent), then the cgroup's
+# peak usage -- which on cgroup v1 also counts page cache (input read, spill files).
+_WRAP = (
+    "python -c 'import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
+    'print("rss", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, file=sys.stderr); '
+    "sys.exit(rc)'"
+)
+_PEAK = (
+    "echo cgroup $(cat /sys/fs/cgroup/memory.peak 2>/dev/null "
+    "|| cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes 2>/dev/null || echo unknown)"
+)
+
+
+def case_memory_bounded(report: Report, rows: int) -> None:
+    """The big file through the prod image under --memory 512m, and pandas under the same cap."""
+    engine = container_engine()
+    name = image_name()
+    prod, dev = f"{name}:prod", f"{name}:dev"
+    if engine is None or not image_exists(engine, prod):
+        report.add(
+            "2. Memory-bounded (prod image, --memory 512m)",
+            f"not run: no engine/image ({engine or 'no container engine'}, {prod} missing)",
+        )
+        return
+    src = dataset(rows)
+    out = container_out()
+    limit = ["--memory", "512m", "--memory-swap", "512m"]
+    mounts = ["-v", f"{src.parent}:/data:ro", "-v", f"{out}:/out"]
+    job = (
+        f"{_WRAP} dsjob run --input /data/{src.name} --output-dir /out/builtin --log-format json"
+        f" 2>&1 > /out/job.log; rc=$?; {_PEAK}; exit $rc"
+    )
+    builtin = measure(
+        [engine, "run", "--rm", *limit, *mounts, "--entrypoint", "sh", prod, "-c", job]
+    )
+    status = _last_json(out / "job.log")
+    lines = [
+        (
+            f"Input: {rows:,} rows ({src.stat().st_size / 1e6:,.0f} MB). "
+            "Process peak RSS comes from wait4 inside the container."
+        ),
+        "",
+        "| run | image | exit | wall s | MB/s | process peak RSS MiB | cgroup peak MiB | result |",
+        "|---|---|---|---|---|---|---|---|",
+        (
+            f"| built-in `dsjob run` | {prod} | {builtin.returncode} | {builtin.wall:.1f} "
+            f"| {src.stat().st_size / 1e6 / builtin.wall:,.0f} | {_peak_mib(builtin.stdout)} "
+            f"| {status} |"
+        ),
+    ]
+    pandas_image = dev if image_exists(engine, dev) else prod
+    bench_mount = ["-v", f"{ROOT / 'bench'}:/bench:ro"]
+    script = (
+        f"{_WRAP} python /bench/engines.py pandas /data/{src.name} /out/pandas"
+        f" 2>&1 > /out/pandas.log; rc=$?; {_PEAK}; exit $rc"
+    )
+    pandas = measure(
+        [
+            engine,
+            "run",
+            "--rm",
+            *limit,
+            *mounts,
+            *bench_mount,
+            "--entrypoint",
+            "sh",
+            pandas_image,
+            "-c",
+            script,
+        ]
+    )
+    tail = (out / "pandas.log").read_text(encoding="utf-8", errors="replace").strip()
+    verdict = (
+        "killed (out of memory)"
+        if pandas.returncode in {137, 247, -9} or "MemoryError" in tail
+        else (tail.splitlines()[-1][:120] if tail else "ok")
+    )
+    lines.append(
+        f"| pandas way | {pandas_image} | {pandas.returncode} | {pandas.wall:.1f} | "
+        f"| {_peak_mib(pandas.stdout)} | {verdict} |"
+    )
+    lines += [
+        "",
+        (
+            "Wall time includes container start and the job copying the input from the "
+            "bind mount into its work dir. The cgroup peak counts page cache too (cgroup v1 "
+            "here), so it sits near the limit whenever files are read or written; the process "
+            "peak RSS is what the memory target is about."
+        ),
+    ]
+    report.add("2. Memory-bounded (prod image, --memory 512m)", "\n".join(lines))
+
+
+def _peak_mib(stdout: str) -> str:
+    """'process | cgroup' MiB columns from the wrapper's ``rss N`` and ``cgroup N`` lines."""
+    found = dict(re.findall(r"^(rss|cgroup) (\d+)$", stdout, re.MULTILINE))
+    return " | ".join(
+        f"{int(found[k]) / MIB:,.0f}" if k in found else "unknown" for k in ("rss", "cgroup")
+    )
+
+
+def _last_json(log: Path) -> str:
+    """The job's final one-line JSON status, shortened."""
+    if not log.exists():
+        return "no log"
+    for line in reversed(log.read_text(encoding="utf-8", errors="replace").splitlines()):
+        with contextlib.suppress(ValueError):
+            status = json.loads(line)
+            if isinstance(status, dict) and "status" in status:
+                keep = {k: status[k] for k in ("status", "rows_in", "rows_out") if k in status}
+                return json.dumps(keep)
+    return "no status line"
