@@ -139,12 +139,19 @@ class Cleaned:
     types: dict[str, str]
     id_column: str | None
     sampled: int = 0
+    #: Columns read as text because a value misfit the type first chosen for them.
     retyped: tuple[str, ...] = field(default=())
 
-    def source(self, *, rejects: bool = False) -> str:
-        """The table function that reads the input (``rejects``: record bad rows for counting)."""
+    def source(self) -> str:
+        """The table function that reads the input, typed by the reader (fast native parse)."""
         return _source(
-            self.path, is_parquet=self.is_parquet, skip_bad=self.skip_bad, rejects=rejects
+            self.path, is_parquet=self.is_parquet, skip_bad=self.skip_bad, varchar=self.retyped
+        )
+
+    def count_source(self) -> str:
+        """The reader for counting: all text (no type can reject a row), bad rows recorded."""
+        return _source(
+            self.path, is_parquet=self.is_parquet, skip_bad=self.skip_bad, all_varchar=True
         )
 
     def select(self) -> str:
@@ -171,10 +178,23 @@ class Cleaned:
         where = f" WHERE {_quote_ident(self.id_column)} IS NOT NULL" if self.id_column else ""
         return f"SELECT * FROM ({self.select()}){where}"
 
-    def as_varchar(self, index: int) -> Cleaned:
-        """The same input with column ``index`` left as (trimmed) VARCHAR."""
-        name = list(self.types)[index]
-        return replace(self, types={**self.types, name: "VARCHAR"}, retyped=(*self.retyped, name))
+    def as_varchar(self, name: str) -> Cleaned:
+        """The same input with column ``name`` read and kept as (trimmed) VARCHAR."""
+        return replace(
+            self,
+            raw={**self.raw, name: "VARCHAR"},
+            types={**self.types, name: "VARCHAR"},
+            retyped=(*self.retyped, name),
+        )
+
+
+class ColumnMisfitError(Exception):
+    """A value after the sample does not fit its column's type (internal: triggers a re-type)."""
+
+    def __init__(self, column: str) -> None:
+        """Args: column: the column to re-type VARCHAR."""
+        super().__init__(column)
+        self.column = column
 
 
 @dataclass(frozen=True)
@@ -452,14 +472,11 @@ def count_rows(con: duckdb.DuckDBPyConnection, cleaned: Cleaned) -> Counts:
         nulls = "0"
     else:
         q = _quote_ident(cleaned.id_column)
-        test = (
-            f"NULLIF(trim({q}), '') IS NULL"
-            if cleaned.raw[cleaned.id_column] == "VARCHAR"
-            else f"{q} IS NULL"
-        )
+        text = not cleaned.is_parquet or cleaned.raw[cleaned.id_column] == "VARCHAR"
+        test = f"NULLIF(trim({q}), '') IS NULL" if text else f"{q} IS NULL"
         nulls = f"count(*) FILTER (WHERE {test})"
     rejects = cleaned.skip_bad and not cleaned.is_parquet
-    row = con.execute(f"SELECT count(*), {nulls} FROM {cleaned.source(rejects=rejects)}").fetchall()
+    row = con.execute(f"SELECT count(*), {nulls} FROM {cleaned.count_source()}").fetchall()
     good, null_ids = (int(row[0][0]), int(row[0][1])) if row else (0, 0)
     malformed = (
         _scalar(con, "SELECT count(DISTINCT (scan_id, line)) FROM reject_errors") if rejects else 0
@@ -498,78 +515,70 @@ def dedup_and_write(
         InputError: nothing is left to write.
         UserCodeError: the transform failed or was refused.
     """
+    output_dir.mkdir(parents=True, exist_ok=True)
     try:
         return with_retyping(
-            cleaned, lambda current: _write(con, current, output_dir, settings, counts)
+            con, cleaned, lambda current: _write(con, current, output_dir, settings, counts)
         )
     finally:
         _discard_partials(output_dir, settings)
 
 
-def with_retyping(cleaned: Cleaned, work: Callable[[Cleaned], _T]) -> _T:
-    """Run ``work(cleaned)``; when a value misfits its inferred type, re-type that column and rerun.
+def with_retyping(
+    con: duckdb.DuckDBPyConnection, cleaned: Cleaned, work: Callable[[Cleaned], _T]
+) -> _T:
+    """Run ``work(cleaned)``; when a value misfits its column's type, re-type it and rerun.
 
-    ``work`` must run a query over :meth:`Cleaned.select` and undo its own partial
-    effects when it raises (the rerun starts from scratch).
+    ``work`` runs a query over :meth:`Cleaned.select`; it must undo its own partial
+    effects when it raises (the rerun starts from scratch). In skip mode it calls
+    :func:`check_misfits` after its query, since misfits are then recorded, not raised.
     """
     import duckdb  # noqa: PLC0415
 
     while True:
+        # Rejects from an earlier attempt (or the sample) must not be read as this one's.
+        con.execute("DROP TABLE IF EXISTS reject_errors")
+        con.execute("DROP TABLE IF EXISTS reject_scans")
         try:
             return work(cleaned)
-        except duckdb.InvalidInputException as error:
-            misfit = re.search(rf"{_MISFIT}(\d+)", str(error))
-            if misfit is None:
+        except (
+            ColumnMisfitError,
+            duckdb.InvalidInputException,
+            duckdb.ConversionException,
+        ) as error:
+            name = _misfit_column(error, cleaned)
+            if name is None or name in cleaned.retyped:
                 raise
-            name = list(cleaned.types)[int(misfit.group(1))]
             LOGGER.warning(
                 "a value after the sample does not fit the inferred type; column re-typed VARCHAR",
                 extra={"column": name, "inferred": cleaned.types[name]},
             )
-            cleaned = cleaned.as_varchar(int(misfit.group(1)))
+            cleaned = cleaned.as_varchar(name)
 
 
-def fingerprint(columns: list[str]) -> str:
-    """DuckDB's 64-bit ``hash()`` over the cleaned, typed values of ``columns``.
-
-    It treats NULL, NaN and -0.0/+0.0 as DISTINCT does. It must be applied in a
-    SELECT *wrapping* the cleaning one: next to ``trim(c) AS c`` it would hash raw ``c``.
-    """
-    return f"hash({', '.join(_quote_ident(c) for c in columns)})"
+_CONVERTING = re.compile(r'Error when converting column "(.+?)"\.')
 
 
-def deduplicated(
-    con: duckdb.DuckDBPyConnection,
-    cleaned: Cleaned,
-    fingerprint_of: Callable[[list[str]], str] = fingerprint,
-) -> str:
-    """Stage the kept rows with a fingerprint; returns a SELECT of them without duplicates.
+def _misfit_column(error: Exception, cleaned: Cleaned) -> str | None:
+    """The column a misfit error is about, or None for any other error."""
+    if isinstance(error, ColumnMisfitError):
+        return error.column
+    guard = re.search(rf"{_MISFIT}(\d+)", str(error))
+    if guard:
+        return list(cleaned.types)[int(guard.group(1))]
+    reader = _CONVERTING.search(str(error))
+    return reader.group(1) if reader and reader.group(1) in cleaned.types else None
 
-    Exact whatever the hash: rows whose fingerprint is unique cannot have a
-    duplicate, and rows sharing one (duplicates, and any collisions) go through
-    a real DISTINCT. Only the stage and the repeated fingerprints are held, never
-    a hash table of whole rows.
 
-    Args:
-        con: the step's connection.
-        cleaned: what :func:`sniff_and_clean` returned.
-        fingerprint_of: SQL of a row fingerprint over the given columns (tests
-            inject a weak one to force collisions).
-    """
-    fp = fingerprint_of(list(cleaned.types))
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE dsjob_stage AS "
-        f"SELECT *, {fp} AS dsjob_fp FROM ({cleaned.kept()})"
-    )
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE dsjob_twice AS "
-        "SELECT dsjob_fp FROM dsjob_stage GROUP BY dsjob_fp HAVING count(*) > 1"
-    )
-    return (
-        "SELECT * EXCLUDE (dsjob_fp) FROM dsjob_stage ANTI JOIN dsjob_twice USING (dsjob_fp) "
-        "UNION ALL SELECT DISTINCT * EXCLUDE (dsjob_fp) FROM dsjob_stage "
-        "SEMI JOIN dsjob_twice USING (dsjob_fp)"
-    )
+def check_misfits(con: duckdb.DuckDBPyConnection, cleaned: Cleaned) -> None:
+    """In skip mode, raise :class:`ColumnMisfitError` if the last scan rejected a value by type."""
+    if not cleaned.skip_bad or cleaned.is_parquet:
+        return
+    found = con.execute(
+        "SELECT column_name FROM reject_errors WHERE error_type = 'CAST' LIMIT 1"
+    ).fetchall()
+    if found:
+        raise ColumnMisfitError(str(found[0][0]))
 
 
 def _write(
@@ -581,11 +590,12 @@ def _write(
 ) -> Written:
     distinct = f"SELECT DISTINCT * FROM ({cleaned.kept()})"
     if settings.transform_sql is None:
-        files, rows = _copy_all(con, distinct, output_dir, settings)
+        files, rows = _copy_all(con, distinct, output_dir, settings, cleaned)
         deduped = rows
     else:
         # Materialised once: counted for the manifest, then read by the transform.
         con.execute(f"CREATE OR REPLACE TEMP TABLE dsjob_clean AS {distinct}")
+        check_misfits(con, cleaned)
         deduped = _scalar(con, "SELECT count(*) FROM dsjob_clean")
         if deduped == 0:
             raise _nothing_left(cleaned, "cleaning")
@@ -629,7 +639,11 @@ def _discard_partials(output_dir: Path, settings: ProcessSettings) -> None:
 
 
 def _copy_all(
-    con: duckdb.DuckDBPyConnection, query: str, output_dir: Path, settings: ProcessSettings
+    con: duckdb.DuckDBPyConnection,
+    query: str,
+    output_dir: Path,
+    settings: ProcessSettings,
+    cleaned: Cleaned | None = None,
 ) -> tuple[list[Path], int]:
     """Write the query's result in every requested format; returns files and row count."""
     files: list[Path] = []
@@ -644,6 +658,8 @@ def _copy_all(
         )
         row = con.execute(f"COPY {source} TO {_quote_str(str(target))} ({options})").fetchall()
         rows_out = int(row[0][0]) if row else 0
+        if cleaned is not None and not files:
+            check_misfits(con, cleaned)
         files.append(target)
         if not files[1:]:
             # Further formats convert the first file, in its order: no second dedup.
@@ -707,20 +723,26 @@ def _schema(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, str]:
     return {str(row[0]): str(row[1]) for row in rows}
 
 
-def _source(path: Path, *, is_parquet: bool, skip_bad: bool, rejects: bool = False) -> str:
+def _source(
+    path: Path,
+    *,
+    is_parquet: bool,
+    skip_bad: bool,
+    varchar: tuple[str, ...] = (),
+    all_varchar: bool = False,
+) -> str:
     quoted = _quote_str(str(path))
     if is_parquet:
         return f"read_parquet({quoted})"
-    # Every column is read as text: types come from the trimmed sample, and a later
-    # value that misfits is re-typed, never rejected as a malformed row.
-    opts = (
-        "delim = ',', quote = '\"', escape = '\"', header = true, encoding = 'utf-8', "
-        "all_varchar = true"
-    )
-    if rejects:
+    opts = "delim = ',', quote = '\"', escape = '\"', header = true, encoding = 'utf-8'"
+    if all_varchar:
+        opts += ", all_varchar = true"
+    elif varchar:
+        opts += ", types = {" + ", ".join(f"{_quote_str(c)}: 'VARCHAR'" for c in varchar) + "}"
+    if skip_bad:
+        # Rejected rows are recorded (not just ignored) so the count can tell ragged
+        # rows (malformed) from type misfits (a column to re-type, never a dropped row).
         opts += ", store_rejects = true"
-    elif skip_bad:
-        opts += ", ignore_errors = true"
     return f"read_csv({quoted}, {opts})"
 
 

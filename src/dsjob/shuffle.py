@@ -129,9 +129,10 @@ def map_object(
                 f"COPY ({hashed}) TO {processing._quote_str(str(out))} "
                 f"(FORMAT parquet, COMPRESSION zstd, PARTITION_BY ({PART_COLUMN}))"
             )
+            processing.check_misfits(con, cleaned)
             return dict(cleaned.types)
 
-        types = processing.with_retyping(found, split)
+        types = processing.with_retyping(con, found, split)
         files, non_null = _collect_parts(con, out, list(types))
     rows = sum(n for _, n in files.values())
     dropped = {"null_id": null_ids, "malformed": malformed}

@@ -12,7 +12,7 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import duckdb
 import pytest
@@ -24,16 +24,11 @@ from dsjob.processing import (
     ProcessSettings,
     cgroup_memory_limit,
     connect,
-    deduplicated,
     default_memory_limit,
     default_threads,
     run_builtin,
-    sniff_and_clean,
 )
 from dsjob.sample import write_members_csv
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
 
 pytestmark = pytest.mark.unit
 
@@ -284,10 +279,11 @@ def late_value_csv(path: Path, regular: str, late: str) -> Path:
     ("regular", "late"),
     [
         ("{i}", "ABC"),
+        (" {i} ", "ABC"),  # typed by the trimmed sample, not the reader
         ("{i}", "99999999999999999999999"),  # beyond BIGINT
         ("2024-01-01 00:00:00", "01/02/2024 10:00"),  # a second timestamp format
     ],
-    ids=["text-after-integers", "integer-overflow", "mixed-timestamps"],
+    ids=["text-after-integers", "text-after-padded", "integer-overflow", "mixed-timestamps"],
 )
 def test_value_after_sample_retypes_column(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, policy: str, regular: str, late: str
@@ -506,39 +502,3 @@ def test_cgroup_limits_are_read_from_the_tree(
     else:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         assert default_memory_limit(root) == min(int(total * 0.75), total - 200 * 1024**2)
-
-
-# --- dedup by fingerprint -----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "weak",
-    [lambda _: "0", lambda cols: f'length(CAST("{cols[1]}" AS VARCHAR)) % 3'],
-    ids=["every-row-collides", "some-rows-collide"],
-)
-def test_fingerprint_dedup_is_exact_under_collisions(
-    tmp_path: Path, weak: Callable[[list[str]], str]
-) -> None:
-    """With a fingerprint that collides on purpose, the fingerprint dedup equals DISTINCT."""
-    src = tmp_path / "members.csv"
-    write_members_csv(src, 3_000)
-    settings = ProcessSettings()
-    with connect(settings, tmp_path / "spill") as con:
-        cleaned = sniff_and_clean(con, src, settings)
-        strong = con.execute(f"SELECT * FROM ({deduplicated(con, cleaned)})").fetchall()
-        forced = con.execute(f"SELECT * FROM ({deduplicated(con, cleaned, weak)})").fetchall()
-        exact = con.execute(f"SELECT DISTINCT * FROM ({cleaned.kept()})").fetchall()
-    key = repr
-    assert len(exact) < 3_000  # the sample holds duplicates and NULL ids
-    assert sorted(forced, key=key) == sorted(exact, key=key)
-    assert sorted(strong, key=key) == sorted(exact, key=key)
-
-
-def test_fingerprint_sees_cleaned_values_not_raw_ones(tmp_path: Path) -> None:
-    """Rows that differ only in padding are duplicates: the fingerprint hashes trimmed values."""
-    src = write(tmp_path / "in.csv", "id,name\n1,Ann\n 1 ,  Ann  \n2,Bob\n")
-    settings = ProcessSettings()
-    with connect(settings, tmp_path / "spill") as con:
-        cleaned = sniff_and_clean(con, src, settings)
-        got = con.execute(f"SELECT * FROM ({deduplicated(con, cleaned)}) ORDER BY id").fetchall()
-    assert got == [(1, "Ann"), (2, "Bob")]
