@@ -123,12 +123,14 @@ def _version() -> str:
     return version()
 
 
-def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one return per command
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901, PLR0911 - one return per command
     """Entry point of the `dsjob` console script."""
     args = _parser().parse_args(argv)
-    json_lines = (
-        None if getattr(args, "log_format", "auto") == "auto" else args.log_format == "json"
-    )
+    try:  # argparse checks --log-format's choices, but not a default from DSJOB_LOG_FORMAT
+        json_lines = logs.json_choice(getattr(args, "log_format", "auto"))
+    except ConfigError as exc:
+        _fail(exc, exc.exit_code, run_id=None)
+        return int(exc.exit_code)
     use_json = logs.configure(verbose=getattr(args, "verbose", False), json_lines=json_lines)
     try:
         if args.command == "run":

@@ -3,11 +3,14 @@
 SSM is read with one paginated GetParametersByPath under the prefix (default
 ``/ds/preprocessing``). Pure local mode (``--input`` a local path and
 ``--output-dir`` set) reads no SSM at all. Validation collects every problem and
-raises them together in one ``ConfigError``.
+raises them together in one ``ConfigError``: a name under the prefix that is not a
+parameter is one of them (a typo would otherwise be ignored), while an unknown
+``DSJOB_*`` variable is only a warning, since the environment is shared with other tools.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 import secrets
@@ -16,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dsjob import validate
+from dsjob.aws import region_name
 from dsjob.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -84,11 +89,65 @@ PARAMS: tuple[Param, ...] = (
     Param("partitions", "hash partitions of a fan-out run", default="16"),
 )
 PARAM_NAMES = frozenset(p.name for p in PARAMS)
+SSM_NAMES = frozenset(p.name for p in PARAMS if p.ssm)
+# DSJOB_* variables that are not parameters but are read elsewhere in the toolkit:
+# the CLI, the emulator's tools, the image build, the test suite's policy switches,
+# and the context the job hands a custom script (see context.py). Add a name here
+# when a new one is read, or `dsjob run` warns that it looks like a typo.
+OTHER_ENV_NAMES = frozenset(
+    {
+        "DSJOB_PARAM_PREFIX",
+        "DSJOB_LOG_FORMAT",
+        "DSJOB_KEEP_WORK",
+        "DSJOB_LOCK_FILE",
+        "DSJOB_INDEX_URL",
+        "DSJOB_PYTHON",
+        "DSJOB_IMAGE_FLAVOUR",
+        "DSJOB_CHROMIUM",
+        "DSJOB_INPUT_PATH",
+        "DSJOB_MODEL_PATH",
+        "DSJOB_WORK_DIR",
+    }
+)
+OTHER_ENV_PREFIXES = ("DSJOB_REQUIRE_",)
 
 
 def env_name(name: str) -> str:
     """`input-key` -> `DSJOB_INPUT_KEY`."""
     return "DSJOB_" + name.upper().replace("-", "_")
+
+
+def _did_you_mean(name: str, known: frozenset[str]) -> str:
+    nearest = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {nearest[0]}?)" if nearest else ""
+
+
+def unknown_env_names(env: Mapping[str, str]) -> list[str]:
+    """One message per DSJOB_* variable that no part of dsjob reads, with the nearest name."""
+    known = frozenset(env_name(p.name) for p in PARAMS) | OTHER_ENV_NAMES
+    return [
+        f"unknown environment variable {name}{_did_you_mean(name, known)}; it is ignored"
+        for name in sorted(env)
+        if name.startswith("DSJOB_")
+        and name not in known
+        and not name.startswith(OTHER_ENV_PREFIXES)
+    ]
+
+
+def _unknown_parameters(values: Mapping[str, str], prefix: str) -> list[str]:
+    """A problem per name under the SSM prefix that is not read from SSM."""
+    problems = []
+    for name in sorted(values):
+        if name in SSM_NAMES:
+            continue
+        if name in PARAM_NAMES:
+            problems.append(
+                f"{prefix}/{name} is a per-run value and is not read from SSM: "
+                f"pass --{name} or set {env_name(name)}"
+            )
+        else:
+            problems.append(f"unknown parameter {prefix}/{name}{_did_you_mean(name, SSM_NAMES)}")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -202,9 +261,14 @@ def new_run_id() -> str:
     return time.strftime("run-%Y%m%dT%H%M%SZ-", time.gmtime()) + secrets.token_hex(3)
 
 
-def _location(value: str) -> Location:
+def _location(name: str, value: str, problems: list[str]) -> Location:
     if value.startswith("s3://"):
         bucket, _, key = value[5:].partition("/")
+        if not bucket or not key:
+            problems.append(f"{name} must be s3://bucket/key or a local path, got {value!r}")
+        else:
+            bucket = validate.bucket(name, bucket, problems)
+            validate.key(name, key, problems, allow_prefix=name == "input")
         return S3Location(bucket, key)
     return Path(value.removeprefix("file://")).expanduser()
 
@@ -234,6 +298,8 @@ def resolve(
     ssm_values: dict[str, str] = {}
     secure: frozenset[str] = frozenset()
     local_mode = ssm_reader is None
+    for warning in unknown_env_names(env):
+        LOGGER.warning(warning)
     if ssm_reader is not None:
         ssm_values, secure = ssm_reader(prefix)
     raw: dict[str, str] = {}
@@ -249,7 +315,9 @@ def resolve(
                 raw[param.name] = value
                 sources[param.name] = source
                 break
-    return _build(raw, sources, prefix, secure, local_mode=local_mode)
+    problems = _unknown_parameters(ssm_values, prefix)
+    empty = None if local_mode or ssm_values else f"{prefix} in {region_name(env)}"
+    return _build(raw, sources, prefix, secure, problems, local_mode=local_mode, empty=empty)
 
 
 def _build(  # noqa: C901, PLR0912, PLR0915 - one check per parameter, flat on purpose
@@ -257,15 +325,22 @@ def _build(  # noqa: C901, PLR0912, PLR0915 - one check per parameter, flat on p
     sources: dict[str, str],
     prefix: str,
     secure: frozenset[str],
+    problems: list[str],
     *,
     local_mode: bool,
+    empty: str | None = None,
 ) -> JobConfig:
-    problems: list[str] = []
     missing: list[str] = []
+    for name in ("input-bucket", "output-bucket", "artifact-bucket"):
+        if name in raw:
+            raw[name] = validate.bucket(name, raw[name], problems)
+    for name in ("input-key", "model-key", "script-key", "package-key", "transform-key"):
+        if name in raw:
+            validate.key(name, raw[name], problems, allow_prefix=name == "input-key")
 
     def artifact(name: str) -> Location | None:
         if name in raw:
-            return _location(raw[name])
+            return _location(name, raw[name], problems)
         if f"{name}-key" in raw:
             if "artifact-bucket" not in raw:
                 missing.append("artifact-bucket")
@@ -275,7 +350,7 @@ def _build(  # noqa: C901, PLR0912, PLR0915 - one check per parameter, flat on p
 
     inp: Location | None = None
     if "input" in raw:
-        inp = _location(raw["input"])
+        inp = _location("input", raw["input"], problems)
     elif raw.get("phase", "").lower() in ("reduce", "commit"):
         # A fan-out's reduce and commit read the run's work files, not an input object.
         inp = S3Location(raw.get("input-bucket", ""), raw.get("input-key", ""))
@@ -284,10 +359,7 @@ def _build(  # noqa: C901, PLR0912, PLR0915 - one check per parameter, flat on p
         if "input-bucket" in raw and "input-key" in raw:
             inp = S3Location(raw["input-bucket"], raw["input-key"])
 
-    output_prefix = raw.get("output-prefix", "")
-    if output_prefix and not output_prefix.endswith("/"):
-        output_prefix += "/"
-    output_prefix = output_prefix.lstrip("/")
+    output_prefix = validate.output_prefix(raw.get("output-prefix", ""), problems)
     out: S3Location | Path | None = None
     if "output-dir" in raw:
         out = Path(raw["output-dir"]).expanduser()
@@ -307,16 +379,15 @@ def _build(  # noqa: C901, PLR0912, PLR0915 - one check per parameter, flat on p
         problems.append(f"output-format must be one of {', '.join(OUTPUT_FORMATS)}, got {fmt!r}")
     formats = ("parquet", "csv") if fmt == "both" else (fmt,)
     keep = _int(raw, "keep-outputs", problems, minimum=0)
-    threads = _int(raw, "threads", problems, minimum=1) if "threads" in raw else None
-    try:
-        timeout = float(raw.get("script-timeout", "3600"))
-    except ValueError:
-        timeout = -1.0
-    if timeout <= 0:
-        timeout = 3600.0
-        problems.append(
-            f"script-timeout must be a positive number of seconds, got {raw['script-timeout']!r}"
-        )
+    threads = (
+        validate.threads(_int(raw, "threads", problems, minimum=1)) if "threads" in raw else None
+    )
+    timeout = validate.seconds(
+        "script-timeout", raw.get("script-timeout", "3600"), problems, default=3600.0
+    )
+    memory = validate.memory_limit(raw["memory-limit"], problems) if "memory-limit" in raw else None
+    if "dataset" in raw:
+        validate.dataset(raw["dataset"], problems)
     policy = raw.get("on-bad-rows", "fail").lower()
     if policy not in BAD_ROW_POLICIES:
         problems.append(f"on-bad-rows must be fail or skip, got {policy!r}")
@@ -336,11 +407,16 @@ def _build(  # noqa: C901, PLR0912, PLR0915 - one check per parameter, flat on p
     if missing:
         names = ", ".join(f"{prefix}/{m}" for m in dict.fromkeys(missing))
         envs = ", ".join(env_name(m) for m in dict.fromkeys(missing))
-        problems.insert(
-            0,
-            f"missing parameters: {names} (put them in SSM Parameter Store, or set {envs}; "
-            "or run locally with --input FILE --output-dir DIR)",
-        )
+        if empty:
+            # Nothing at all under the prefix: the prefix or the region is wrong, or
+            # nobody seeded it; a list of every parameter would hide that.
+            head = (
+                f"No parameters under {empty} (check AWS_REGION and --param-prefix, "
+                f"or seed them with `dsjob local seed`; or set {envs}"
+            )
+        else:
+            head = f"missing parameters: {names} (put them in SSM Parameter Store, or set {envs}"
+        problems.insert(0, f"{head}; or run locally with --input FILE --output-dir DIR)")
     if problems or inp is None or out is None:
         raise ConfigError("; ".join(problems))
 
@@ -360,7 +436,7 @@ def _build(  # noqa: C901, PLR0912, PLR0915 - one check per parameter, flat on p
         id_column=raw.get("id-column", "id"),
         on_bad_rows=policy,
         script_timeout=timeout,
-        memory_limit=raw.get("memory-limit"),
+        memory_limit=memory,
         threads=threads,
         work_root=Path(raw["work-root"]) if "work-root" in raw else None,
         local_mode=local_mode,
@@ -389,4 +465,5 @@ def _stem(location: Location) -> str:
     name = location.key.rsplit("/", 1)[-1] if isinstance(location, S3Location) else location.name
     for suffix in (".gz", ".zst", ".csv", ".parquet", ".tsv", ".txt"):
         name = name.removesuffix(suffix)
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name) or "data"
+    # The same alphabet validate.dataset asks of an explicit --dataset.
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._")[:128] or "data"

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from dsjob import history, stop, workdir
 from dsjob.config import S3Location
 from dsjob.errors import ConfigError, MalformedInputError, UserCodeError
+from dsjob.preflight import check_input_format, preflight
 from dsjob.publish import Published, already_published, manifest_key, publish
 from dsjob.storage import LocalStore, OutputStore, fetch, is_s3, sha256_file
 
@@ -162,6 +163,7 @@ def run(cfg: JobConfig, clients: Clients | None, *, progress: bool = False) -> R
     if history.read_manifest(store, manifest_key(prefix, cfg.run_id)) is not None:
         result = already_published(store, prefix, cfg.run_id, cfg.keep_outputs)
         return _summary_of(cfg, store, prefix, result, t0)
+    preflight(cfg, clients)
 
     s3 = (
         clients.s3
@@ -288,6 +290,7 @@ def _fetch_all(
         fetched[name] = fetch(location, dest, s3, progress=progress and name == "input")
     if fetched["input"].size == 0:
         raise MalformedInputError(f"input {fetched['input'].source} is empty (0 bytes)")
+    check_input_format(fetched["input"].path, fetched["input"].source)
     return fetched
 
 

@@ -8,6 +8,9 @@ import sys
 import time
 from typing import Any, TextIO
 
+from dsjob.errors import ConfigError
+
+FORMATS = ("auto", "json", "text")
 # Attributes every LogRecord has; anything else was passed in `extra=` and is logged.
 _STANDARD_ATTRS = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
@@ -47,6 +50,23 @@ class TextFormatter(logging.Formatter):
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+
+def json_choice(value: str | None, *, source: str = "DSJOB_LOG_FORMAT") -> bool | None:
+    """`auto` -> None (decide by TTY), `json` -> True, `text` -> False; anything else fails.
+
+    A misspelt format (`jsno`) must not fall back silently to text: CloudWatch metric
+    filters that parse JSON lines would then match nothing.
+
+    Args:
+        value: the requested format (None or empty: auto).
+        source: where the value came from, named in the error.
+    """
+    choice = (value or "auto").strip().lower()
+    if choice not in FORMATS:
+        msg = f"{source} must be one of {', '.join(FORMATS)}, got {value!r}"
+        raise ConfigError(msg)
+    return None if choice == "auto" else choice == "json"
 
 
 def configure(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-from dsjob.aws import translate
+from dsjob.aws import Clients, check_region, translate
 from dsjob.errors import ConfigError, ExitCode, MissingObjectError, TransientError
 
 pytestmark = pytest.mark.unit
@@ -54,3 +55,26 @@ def test_connection_and_credentials() -> None:
     creds = translate(NoCredentialsError(), "reading SSM")
     assert isinstance(creds, ConfigError)
     assert "AWS_PROFILE" in str(creds)
+
+
+def test_region_that_does_not_exist_names_the_nearest() -> None:
+    """A misspelt region is a config error (exit 2) naming the real one, from botocore's data."""
+    session = boto3.session.Session()
+    check_region(session, "eu-west-1")
+    check_region(session, "cn-north-1")  # another partition's region is real too
+    with pytest.raises(ConfigError, match=r"'eu-wset-1' does not exist \(did you mean eu-west-1"):
+        check_region(session, "eu-wset-1")
+
+
+def test_config_reads_have_a_short_budget_and_transfers_a_long_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SSM gets seconds and 3 attempts; S3 keeps 60 s reads and AWS_MAX_ATTEMPTS attempts."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "4")
+    clients = Clients()
+    ssm: Any = clients.ssm.meta.config
+    s3: Any = clients.s3.meta.config
+    assert (ssm.connect_timeout, ssm.read_timeout) == (3, 5)
+    assert ssm.retries == {"mode": "standard", "total_max_attempts": 3}
+    assert s3.read_timeout == 60
+    assert s3.retries == {"mode": "adaptive", "total_max_attempts": 4}

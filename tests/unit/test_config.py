@@ -100,3 +100,54 @@ def test_secret_looking_values_are_redacted() -> None:
 def test_env_name() -> None:
     """Parameter names map to DSJOB_ variables."""
     assert env_name("input-key") == "DSJOB_INPUT_KEY"
+
+
+def test_unknown_ssm_names_are_reported_with_other_problems() -> None:
+    """A misspelt SSM name and a flag-only name are problems, reported with every other one."""
+    values = {**SSM, "output-fromat": "csv", "run-id": "x", "keep-outputs": "-1"}
+    with pytest.raises(ConfigError) as info:
+        resolve({}, {}, reader(values))
+    message = str(info.value)
+    assert "unknown parameter /ds/preprocessing/output-fromat (did you mean output-format?)" in (
+        message
+    )
+    assert "/ds/preprocessing/run-id is a per-run value" in message
+    assert "keep-outputs must be an integer" in message
+
+
+def test_unknown_env_name_is_only_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """A misspelt DSJOB_* name is warned about, with the nearest name; known names are not."""
+    env = {"DSJOB_OUTPUT_FROMAT": "csv", "DSJOB_LOG_FORMAT": "json", "DSJOB_REQUIRE_X": "1"}
+    cfg = resolve({}, env, reader(SSM))
+    assert cfg.output_formats == ("parquet",)
+    hint = "(did you mean DSJOB_OUTPUT_FORMAT?)"
+    expected = f"unknown environment variable DSJOB_OUTPUT_FROMAT {hint}"
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == [f"{expected}; it is ignored"]
+
+
+def test_empty_prefix_names_prefix_and_region() -> None:
+    """With nothing under the prefix, the error names the prefix and region, not each parameter."""
+    with pytest.raises(ConfigError) as info:
+        resolve({}, {"AWS_REGION": "eu-west-1"}, reader({}))
+    message = str(info.value)
+    assert message.startswith("No parameters under /ds/preprocessing in eu-west-1 (")
+    assert "/ds/preprocessing/input-key" not in message
+
+
+def test_values_are_normalised_and_validated_together() -> None:
+    """A pasted bucket URI is normalised; a bad dataset, prefix and memory limit are all named."""
+    values = {**SSM, "output-bucket": " s3://out/ ", "output-prefix": "a/b"}
+    cfg = resolve({}, {}, reader(values))
+    assert cfg.output == S3Location("out", "a/b/")
+    bad = {**SSM, "dataset": "café", "output-prefix": "../x/", "memory-limit": "lots"}
+    with pytest.raises(ConfigError) as info:
+        resolve({}, {}, reader(bad))
+    for name in ("dataset must", "output-prefix must", "memory-limit 'lots'"):
+        assert name in str(info.value)
+
+
+def test_dataset_from_a_non_ascii_key_is_made_safe() -> None:
+    """The default dataset, taken from the input's name, keeps only the safe alphabet."""
+    cfg = resolve({}, {}, reader({**SSM, "input-key": "raw/été 2024.csv"}))
+    assert cfg.dataset == "t-2024"

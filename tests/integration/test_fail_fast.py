@@ -1,0 +1,380 @@
+"""Fail fast and say why: `dsjob run` as a subprocess against real sockets and a moto server.
+
+Each case checks the exit code, the message a user reads, and (where the promise is
+"before the work") that no work directory was ever created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pytest
+
+from tests.conftest import DSJOB, LocalServe
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+pytestmark = pytest.mark.integration
+
+PREFIX = "/ds/preprocessing"
+CSV = "id,name\n1,a\n2,b\n"
+
+
+def bare_env(**extra: str) -> dict[str, str]:
+    """The test's environment without any DSJOB_* / AWS_* setting, plus fake credentials."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DSJOB_", "AWS_"))}
+    env.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_CONFIG_FILE=os.environ["AWS_CONFIG_FILE"],
+        AWS_SHARED_CREDENTIALS_FILE=os.environ["AWS_SHARED_CREDENTIALS_FILE"],
+        DSJOB_LOG_FORMAT="json",
+    )
+    env.update(extra)
+    return env
+
+
+def dsjob(
+    *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(DSJOB), "run", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def status(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The one-line JSON status: the last line on stdout."""
+    parsed: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return parsed
+
+
+def warnings(proc: subprocess.CompletedProcess[str]) -> list[str]:
+    """The messages of the warning lines in the JSON log on stderr."""
+    found = []
+    for line in proc.stderr.splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            if record["level"] == "warning":
+                found.append(record["message"])
+    return found
+
+
+@pytest.fixture
+def local_job(tmp_path: Path) -> tuple[list[str], Path]:
+    """Flags of a pure local run (a small CSV in, an output dir out) and its empty work root."""
+    data = tmp_path / "members.csv"
+    data.write_text(CSV, encoding="utf-8")
+    work = tmp_path / "work"
+    work.mkdir()
+    flags = [
+        "--input",
+        str(data),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--work-root",
+        str(work),
+    ]
+    return flags, work
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, options: str) -> Iterator[Path]:
+    """A real tmpfs mounted at `path` (needs CAP_SYS_ADMIN, as root in the dev container)."""
+    path.mkdir(exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs CAP_SYS_ADMIN): {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+@contextlib.contextmanager
+def read_only_dir(path: Path) -> Iterator[Path]:
+    """A directory this process cannot write: mode 0555, or a read-only tmpfs for root."""
+    if os.geteuid() != 0:
+        path.mkdir()
+        path.chmod(0o555)
+        try:
+            yield path
+        finally:
+            path.chmod(0o755)
+        return
+    with tmpfs(path, "ro,size=1m") as mounted:
+        yield mounted
+
+
+# --- endpoints that hang or refuse -------------------------------------------------
+
+
+def test_hung_endpoint_fails_within_30_seconds_naming_it() -> None:
+    """An endpoint that accepts and never answers fails the config read in under 30 s."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)  # accepts connections into the backlog, never replies
+        endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        start = time.monotonic()
+        proc = dsjob(env=bare_env(AWS_ENDPOINT_URL=endpoint), timeout=90)
+        elapsed = time.monotonic() - start
+    assert proc.returncode == 5, proc.stderr
+    assert elapsed < 30, f"took {elapsed:.1f} s"
+    assert endpoint in status(proc)["error"]
+    assert "dsjob local serve" in status(proc)["error"]
+    retries = [m for m in warnings(proc) if m.startswith("retrying SSM GetParametersByPath")]
+    assert [m.split("(attempt ")[1][:6] for m in retries] == ["2 of 3", "3 of 3"]
+    assert all("ReadTimeoutError" in m and endpoint in m for m in retries)
+
+
+def test_refused_endpoint_fails_within_15_seconds_naming_it() -> None:
+    """A port that refuses connections fails the config read in under 15 s, each retry logged."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"  # closed: nothing listens there any more
+    start = time.monotonic()
+    proc = dsjob(env=bare_env(AWS_ENDPOINT_URL=endpoint), timeout=90)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 5, proc.stderr
+    assert elapsed < 15, f"took {elapsed:.1f} s"
+    assert "is `dsjob local serve` running?" in proc.stderr
+    retries = [m for m in warnings(proc) if m.startswith("retrying SSM")]
+    assert len(retries) == 2
+    assert all("EndpointConnectionError" in m for m in retries)
+
+
+# --- typos ---------------------------------------------------------------------------
+
+
+def put_param(aws: LocalServe, name: str, value: str) -> None:
+    client = boto3.client("ssm", endpoint_url=aws.endpoint, region_name="us-east-1")
+    client.put_parameter(Name=f"{PREFIX}/{name}", Value=value, Type="String", Overwrite=True)
+
+
+def test_unknown_ssm_name_exits_2_with_the_nearest_name(local_aws: LocalServe) -> None:
+    """A misspelt name under the prefix fails with exit 2, naming it and the nearest parameter."""
+    put_param(local_aws, "output-fromat", "csv")
+    put_param(local_aws, "run-id", "from-ssm")
+    proc = dsjob(env=local_aws.env())
+    assert proc.returncode == 2, proc.stderr
+    error = status(proc)["error"]
+    assert f"unknown parameter {PREFIX}/output-fromat (did you mean output-format?)" in error
+    assert f"{PREFIX}/run-id is a per-run value" in error
+
+
+def test_unknown_env_name_is_a_warning_and_the_run_goes_on(local_aws: LocalServe) -> None:
+    """A misspelt DSJOB_* variable is warned about with the nearest name; the run still succeeds."""
+    proc = dsjob(env=local_aws.env(DSJOB_OUTPUT_FROMAT="csv", DSJOB_REQUIRE_ENGINE="1"))
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "unknown environment variable DSJOB_OUTPUT_FROMAT (did you mean DSJOB_OUTPUT_FORMAT?);"
+        " it is ignored"
+    ) in warnings(proc)
+    assert not any("DSJOB_REQUIRE_ENGINE" in m for m in warnings(proc))
+    assert all(uri.endswith(".parquet") for uri in status(proc)["outputs"])
+
+
+def test_misspelt_log_format_is_a_config_error(local_job: tuple[list[str], Path]) -> None:
+    """DSJOB_LOG_FORMAT=jsno exits 2 naming the variable instead of falling back to text."""
+    flags, _ = local_job
+    proc = dsjob(*flags, env=bare_env(DSJOB_LOG_FORMAT="jsno"))
+    assert proc.returncode == 2
+    assert "DSJOB_LOG_FORMAT must be one of auto, json, text, got 'jsno'" in status(proc)["error"]
+
+
+def test_region_that_does_not_exist_is_a_config_error(local_aws: LocalServe) -> None:
+    """AWS_REGION=eu-wset-1 exits 2 at once, suggesting eu-west-1, instead of retrying (exit 5)."""
+    proc = dsjob(env=local_aws.env(AWS_REGION="eu-wset-1"))
+    assert proc.returncode == 2, proc.stderr
+    assert "'eu-wset-1' does not exist (did you mean eu-west-1?)" in status(proc)["error"]
+
+
+def test_empty_prefix_names_the_prefix_and_region(local_aws: LocalServe) -> None:
+    """With nothing under the prefix in that region, the error says so instead of listing names."""
+    # moto keeps SSM per region, like AWS: the emulator is seeded in us-east-1 only.
+    proc = dsjob(env=local_aws.env(AWS_REGION="eu-west-1"))
+    assert proc.returncode == 2, proc.stderr
+    error = status(proc)["error"]
+    assert error.startswith(f"No parameters under {PREFIX} in eu-west-1 ")
+    assert f"{PREFIX}/input-bucket" not in error
+
+
+# --- checks before the work ------------------------------------------------------
+
+
+def test_output_dir_that_is_a_file_fails_before_any_work(
+    local_job: tuple[list[str], Path], tmp_path: Path
+) -> None:
+    """--output-dir naming a file exits 2 and no work directory is ever created."""
+    flags, work = local_job
+    target = tmp_path / "taken"
+    target.write_text("not a directory", encoding="utf-8")
+    proc = dsjob(*flags, "--output-dir", str(target), env=bare_env(DSJOB_KEEP_WORK="1"))
+    assert proc.returncode == 2, proc.stderr
+    assert f"output-dir {target} is a file, not a directory" in status(proc)["error"]
+    assert list(work.iterdir()) == []
+
+
+def test_output_dir_that_is_not_writable_fails_before_any_work(
+    local_job: tuple[list[str], Path], tmp_path: Path
+) -> None:
+    """An output dir inside a read-only directory exits 2 naming it, before anything runs."""
+    flags, work = local_job
+    with read_only_dir(tmp_path / "ro") as locked:
+        proc = dsjob(*flags, "--output-dir", str(locked / "out"), env=bare_env(DSJOB_KEEP_WORK="1"))
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot be created: {locked} is not writable" in status(proc)["error"]
+    assert list(work.iterdir()) == []
+
+
+def test_missing_work_root_is_a_config_error(local_job: tuple[list[str], Path]) -> None:
+    """A --work-root that does not exist exits 2 naming it (not FileNotFoundError, exit 1)."""
+    flags, work = local_job
+    missing = work / "nope"
+    proc = dsjob(*flags, "--work-root", str(missing), env=bare_env())
+    assert proc.returncode == 2, proc.stderr
+    assert f"work-root {missing} does not exist" in status(proc)["error"]
+
+
+def test_work_root_without_space_names_path_and_download(
+    local_aws: LocalServe, tmp_path: Path
+) -> None:
+    """A work root smaller than the input exits 2 naming path and object, before downloading."""
+    s3 = boto3.client("s3", endpoint_url=local_aws.endpoint, region_name="us-east-1")
+    s3.put_object(Bucket="dsjob-input", Key="raw/big.csv", Body=b"id\n" + b"1\n" * 1_500_000)
+    with tmpfs(tmp_path / "small", "size=1m") as small:
+        proc = dsjob(
+            "--input-key",
+            "raw/big.csv",
+            "--work-root",
+            str(small),
+            env=local_aws.env(DSJOB_KEEP_WORK="1"),
+        )
+        left = list(small.iterdir())
+    assert proc.returncode == 2, proc.stderr
+    error = status(proc)["error"]
+    assert f"not enough space in {small} for the download of s3://dsjob-input/raw/big.csv" in error
+    assert "2.9 MiB" in error
+    assert left == []
+
+
+def test_gzip_named_csv_is_named_as_gzip(tmp_path: Path) -> None:
+    """Gzip data under a .csv name exits 3 saying it is gzip-compressed and how to name it."""
+    data = tmp_path / "members.csv"
+    data.write_bytes(gzip.compress(CSV.encode()))
+    proc = dsjob("--input", str(data), "--output-dir", str(tmp_path / "out"), env=bare_env())
+    assert proc.returncode == 3, proc.stderr
+    assert (
+        "is gzip-compressed but named like plain text; rename it to members.csv.gz"
+        in (status(proc)["error"])
+    )
+    assert not (tmp_path / "out").exists()
+
+
+# --- config abuse (issue 15) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--dataset", "café", "dataset must be 1-128 ASCII letters"),
+        ("--dataset", "two\nlines", "dataset must be 1-128 ASCII letters"),
+        ("--memory-limit", "lots", "memory-limit 'lots' is not a size"),
+        ("--memory-limit", "999999999TB", "memory-limit '999999999TB' is more than the"),
+        ("--script-timeout", "nan", "script-timeout must be a positive, finite number"),
+        ("--script-timeout", "inf", "script-timeout must be a positive, finite number"),
+    ],
+)
+def test_abusive_values_exit_2_up_front(
+    local_job: tuple[list[str], Path], flag: str, value: str, message: str
+) -> None:
+    """Each abusive value exits 2 naming its parameter, before a work directory exists."""
+    flags, work = local_job
+    proc = dsjob(*flags, flag, value, env=bare_env(DSJOB_KEEP_WORK="1"))
+    assert proc.returncode == 2, proc.stderr
+    assert message in status(proc)["error"]
+    assert list(work.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("env", "messages"),
+    [
+        (
+            {
+                "DSJOB_OUTPUT_PREFIX": "../../etc/",
+                "DSJOB_INPUT_KEY": "raw/members.csv ",
+                "DSJOB_OUTPUT_BUCKET": "my output",
+                "DSJOB_ARTIFACT_BUCKET": "s3://dsjob-artifacts/jobs",
+            },
+            [
+                "output-prefix must not hold '.', '..'",
+                "input-key 'raw/members.csv ' is not a usable object key: it starts or ends",
+                "output-bucket must be an S3 bucket name",
+                "artifact-bucket must be a bucket name, got 's3://dsjob-artifacts/jobs'",
+            ],
+        ),
+        (
+            {"DSJOB_OUTPUT_PREFIX": "/etc/", "DSJOB_INPUT": "s3://dsjob-input/raw/.."},
+            [
+                "output-prefix must not start with '/'",
+                "input 'raw/..' is not a usable object key: it has a '.' or '..' segment",
+            ],
+        ),
+    ],
+)
+def test_abusive_s3_values_exit_2_naming_each_parameter(
+    local_aws: LocalServe, env: dict[str, str], messages: list[str]
+) -> None:
+    """Bad prefixes, keys and buckets exit 2, all named in one error; nothing is published."""
+    proc = dsjob(env=local_aws.env(**env))
+    assert proc.returncode == 2, proc.stderr
+    error = status(proc)["error"]
+    for message in messages:
+        assert message in error
+    s3 = boto3.client("s3", endpoint_url=local_aws.endpoint, region_name="us-east-1")
+    assert s3.list_objects_v2(Bucket="dsjob-output").get("KeyCount", 0) == 0
+
+
+def test_pasted_bucket_uri_is_normalised(local_aws: LocalServe) -> None:
+    """A bucket given as ' s3://name/ ' is read as the bucket name, with a warning, and used."""
+    proc = dsjob(env=local_aws.env(DSJOB_OUTPUT_BUCKET=" s3://dsjob-output/ "))
+    assert proc.returncode == 0, proc.stderr
+    assert "output-bucket ' s3://dsjob-output/ ' read as bucket 'dsjob-output'" in warnings(proc)
+    assert status(proc)["outputs"][0].startswith("s3://dsjob-output/processed/")
+
+
+def test_threads_beyond_the_cpus_are_capped_with_a_warning(
+    local_job: tuple[list[str], Path],
+) -> None:
+    """--threads 20000 runs with the CPUs available (a warning says so) and finishes."""
+    flags, _ = local_job
+    proc = dsjob(*flags, "--threads", "20000", env=bare_env(), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    cpus = len(os.sched_getaffinity(0))
+    expected = f"threads 20000 is more than the {cpus} CPUs available; using {cpus}"
+    assert expected in warnings(proc)
+    config = next(
+        json.loads(line)["config"] for line in proc.stderr.splitlines() if '"config"' in line
+    )
+    assert config["threads"] == cpus
