@@ -107,6 +107,7 @@ OTHER_ENV_NAMES = frozenset(
         "DSJOB_INPUT_PATH",
         "DSJOB_MODEL_PATH",
         "DSJOB_WORK_DIR",
+        "DSJOB_PROCESS_TAG",
     }
 )
 OTHER_ENV_PREFIXES = ("DSJOB_REQUIRE_",)
