@@ -411,9 +411,10 @@ def _build(  # noqa: C901, PLR0912, PLR0915 - one check per parameter, flat on p
         if empty:
             # Nothing at all under the prefix: the prefix or the region is wrong, or
             # nobody seeded it; a list of every parameter would hide that.
+            needs = ", ".join(dict.fromkeys(missing))
             head = (
-                f"No parameters under {empty} (check AWS_REGION and --param-prefix, "
-                f"or seed them with `dsjob local seed`; or set {envs}"
+                f"No parameters under {empty} (the run needs {needs}): check AWS_REGION and "
+                f"--param-prefix, or seed them with `dsjob local seed` (or set {envs}"
             )
         else:
             head = f"missing parameters: {names} (put them in SSM Parameter Store, or set {envs}"

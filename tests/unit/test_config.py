@@ -131,7 +131,7 @@ def test_empty_prefix_names_prefix_and_region() -> None:
     with pytest.raises(ConfigError) as info:
         resolve({}, {"AWS_REGION": "eu-west-1"}, reader({}))
     message = str(info.value)
-    assert message.startswith("No parameters under /ds/preprocessing in eu-west-1 (")
+    assert message.startswith("No parameters under /ds/preprocessing in eu-west-1 (the run needs ")
     assert "/ds/preprocessing/input-key" not in message
 
 
