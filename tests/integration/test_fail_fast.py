@@ -6,7 +6,6 @@ Each case checks the exit code, the message a user reads, and (where the promise
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 import os
@@ -14,15 +13,14 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import boto3
 import pytest
 
-from tests.conftest import DSJOB, LocalServe
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
+from tests.support.credentials import FAKE_ENV, client
+from tests.support.emulator import LocalServe
+from tests.support.paths import DSJOB
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -34,9 +32,7 @@ def bare_env(**extra: str) -> dict[str, str]:
     """The test's environment without any DSJOB_* / AWS_* setting, plus fake credentials."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DSJOB_", "AWS_"))}
     env.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
+        FAKE_ENV,
         AWS_CONFIG_FILE=os.environ["AWS_CONFIG_FILE"],
         AWS_SHARED_CREDENTIALS_FILE=os.environ["AWS_SHARED_CREDENTIALS_FILE"],
         DSJOB_LOG_FORMAT="json",
@@ -93,37 +89,40 @@ def local_job(tmp_path: Path) -> tuple[list[str], Path]:
     return flags, work
 
 
-@contextlib.contextmanager
-def tmpfs(path: Path, options: str) -> Iterator[Path]:
-    """A real tmpfs mounted at `path` (needs CAP_SYS_ADMIN, as root in the dev container)."""
-    path.mkdir(exist_ok=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+# Mounts a tmpfs at $2 with options $1, runs the rest, then lists what it left there
+# into $3: all inside a private mount namespace, so nothing leaks onto the host.
+_IN_TMPFS = (
+    'mount -t tmpfs -o "$1" tmpfs "$2" || exit 97; d=$2 out=$3; shift 3; '
+    '"$@"; rc=$?; ls -A "$d" > "$out"; exit $rc'
+)
+
+
+def dsjob_on_tmpfs(
+    mountpoint: Path, options: str, *args: str, env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """`dsjob run` with a real tmpfs (`options`, e.g. size=1m or ro) mounted at `mountpoint`.
+
+    Root (as in the dev container) gets a plain mount namespace; anyone else an
+    unprivileged user namespace mapped to root, which Debian's kernels allow.
+
+    Returns:
+        The finished process and the names it left on the tmpfs.
+    """
+    mountpoint.mkdir(exist_ok=True)
+    listing = mountpoint.parent / f"{mountpoint.name}.left"
+    namespace = ["--mount"] if os.geteuid() == 0 else ["--user", "--map-root-user", "--mount"]
+    command = ["unshare", *namespace, "sh", "-c", _IN_TMPFS, "sh", options, str(mountpoint)]
+    proc = subprocess.run(
+        [*command, str(listing), str(DSJOB), "run", *args],
+        env=env,
         capture_output=True,
         text=True,
+        timeout=120,
         check=False,
     )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs CAP_SYS_ADMIN): {mounted.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", str(path)], check=True)
-
-
-@contextlib.contextmanager
-def read_only_dir(path: Path) -> Iterator[Path]:
-    """A directory this process cannot write: mode 0555, or a read-only tmpfs for root."""
-    if os.geteuid() != 0:
-        path.mkdir()
-        path.chmod(0o555)
-        try:
-            yield path
-        finally:
-            path.chmod(0o755)
-        return
-    with tmpfs(path, "ro,size=1m") as mounted:
-        yield mounted
+    if proc.returncode == 97 or not listing.exists():  # 97: the mount itself failed
+        pytest.fail(f"could not mount a tmpfs in a private namespace: {proc.stderr.strip()}")
+    return proc, listing.read_text(encoding="utf-8").split()
 
 
 # --- endpoints that hang or refuse -------------------------------------------------
@@ -149,10 +148,7 @@ def test_hung_endpoint_fails_within_30_seconds_naming_it() -> None:
 
 def test_refused_endpoint_fails_within_15_seconds_naming_it() -> None:
     """A port that refuses connections fails the config read in under 15 s, each retry logged."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    endpoint = f"http://127.0.0.1:{port}"  # closed: nothing listens there any more
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there: connections are refused
     start = time.monotonic()
     proc = dsjob(env=bare_env(AWS_ENDPOINT_URL=endpoint), timeout=90)
     elapsed = time.monotonic() - start
@@ -168,8 +164,9 @@ def test_refused_endpoint_fails_within_15_seconds_naming_it() -> None:
 
 
 def put_param(aws: LocalServe, name: str, value: str) -> None:
-    client = boto3.client("ssm", endpoint_url=aws.endpoint, region_name="us-east-1")
-    client.put_parameter(Name=f"{PREFIX}/{name}", Value=value, Type="String", Overwrite=True)
+    client("ssm", aws.endpoint).put_parameter(
+        Name=f"{PREFIX}/{name}", Value=value, Type="String", Overwrite=True
+    )
 
 
 def test_unknown_ssm_name_exits_2_with_the_nearest_name(local_aws: LocalServe) -> None:
@@ -239,10 +236,17 @@ def test_output_dir_that_is_a_file_fails_before_any_work(
 def test_output_dir_that_is_not_writable_fails_before_any_work(
     local_job: tuple[list[str], Path], tmp_path: Path
 ) -> None:
-    """An output dir inside a read-only directory exits 2 naming it, before anything runs."""
+    """An output dir on a read-only filesystem exits 2 naming it, before anything runs."""
     flags, work = local_job
-    with read_only_dir(tmp_path / "ro") as locked:
-        proc = dsjob(*flags, "--output-dir", str(locked / "out"), env=bare_env(DSJOB_KEEP_WORK="1"))
+    locked = tmp_path / "ro"
+    proc, _ = dsjob_on_tmpfs(
+        locked,
+        "ro,size=1m",
+        *flags,
+        "--output-dir",
+        str(locked / "out"),
+        env=bare_env(DSJOB_KEEP_WORK="1"),
+    )
     assert proc.returncode == 2, proc.stderr
     assert f"cannot be created: {locked} is not writable" in status(proc)["error"]
     assert list(work.iterdir()) == []
@@ -261,17 +265,18 @@ def test_work_root_without_space_names_path_and_download(
     local_aws: LocalServe, tmp_path: Path
 ) -> None:
     """A work root smaller than the input exits 2 naming path and object, before downloading."""
-    s3 = boto3.client("s3", endpoint_url=local_aws.endpoint, region_name="us-east-1")
+    s3 = client("s3", local_aws.endpoint)
     s3.put_object(Bucket="dsjob-input", Key="raw/big.csv", Body=b"id\n" + b"1\n" * 1_500_000)
-    with tmpfs(tmp_path / "small", "size=1m") as small:
-        proc = dsjob(
-            "--input-key",
-            "raw/big.csv",
-            "--work-root",
-            str(small),
-            env=local_aws.env(DSJOB_KEEP_WORK="1"),
-        )
-        left = list(small.iterdir())
+    small = tmp_path / "small"
+    proc, left = dsjob_on_tmpfs(
+        small,
+        "size=1m",
+        "--input-key",
+        "raw/big.csv",
+        "--work-root",
+        str(small),
+        env=local_aws.env(DSJOB_KEEP_WORK="1"),
+    )
     assert proc.returncode == 2, proc.stderr
     error = status(proc)["error"]
     assert f"not enough space in {small} for the download of s3://dsjob-input/raw/big.csv" in error
@@ -352,7 +357,7 @@ def test_abusive_s3_values_exit_2_naming_each_parameter(
     error = status(proc)["error"]
     for message in messages:
         assert message in error
-    s3 = boto3.client("s3", endpoint_url=local_aws.endpoint, region_name="us-east-1")
+    s3 = client("s3", local_aws.endpoint)
     assert s3.list_objects_v2(Bucket="dsjob-output").get("KeyCount", 0) == 0
 
 
