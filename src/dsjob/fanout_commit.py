@@ -1,26 +1,25 @@
-"""The fan-out's commit: verify every part, write the manifest and the current pointer, then prune.
+"""The fan-out's commit: verify every part, then the publish protocol's commit, then cleanup.
 
-The manifest (``<prefix>manifests/<run-id>.json``, created with ``If-None-Match: *``)
-is the commit: before it, the parts are invisible to anyone who follows the
-pointer; after it, ``<prefix>current/<dataset>.json`` names it. Only then are
-older runs pruned: outputs listed by *committed* manifests of the same dataset,
-beyond the newest ``keep-outputs``, never an output of this run or of a run
-committed after it, never a file of a run that has no manifest yet. The work
-files go last; a commit re-run after a failure finishes the prune and cleanup.
+Every part is checked to be the very object its reduce task uploaded and
+verified (same size and ETag on a fresh HEAD). The manifest, the current
+pointer and the prune are :func:`dsjob.publish.commit`'s, exactly as for a
+single run: the manifest is created once per run id, the pointer's history
+decides which older outputs fall out, and orphans of killed runs go. The work
+files go last; a commit re-run after a failure finishes the pointer, the prune
+and the cleanup.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from dsjob import stop
+from dsjob import history, stop
 from dsjob.errors import InputError, MalformedInputError
 from dsjob.job import RunSummary, version
-from dsjob.publish import Published, manifest_key
+from dsjob.publish import Published, already_published, commit, manifest_key
 
 if TYPE_CHECKING:
     from dsjob.config import JobConfig
@@ -29,20 +28,19 @@ if TYPE_CHECKING:
 LOGGER = logging.getLogger(__name__)
 
 
-def current_key(prefix: str, dataset: str) -> str:
-    """The pointer to the dataset's current manifest and outputs."""
-    return f"{prefix}current/{dataset}.json"
-
-
 def already_committed(work: WorkArea, cfg: JobConfig, t0: float) -> RunSummary | None:
-    """The committed run's summary if its manifest exists (finishing prune, cleanup), else None."""
-    manifest = work.get_json(manifest_key(work.prefix, cfg.run_id))
+    """The committed run's summary if its manifest exists, else None.
+
+    A commit task finishes what a failed attempt left (pointer, prune, cleanup).
+    """
+    mkey = manifest_key(work.prefix, cfg.run_id)
+    manifest = history.read_manifest(work.store, mkey)
     if manifest is None:
         return None
     LOGGER.info("run id already committed; nothing new", extra={"run_id": cfg.run_id})
-    outputs = tuple(Published(**o) for o in manifest.get("outputs", []))
+    outputs = tuple(Published.from_manifest(o) for o in manifest.get("outputs", []))
     if cfg.phase == "commit":
-        _prune(work, manifest, cfg.keep_outputs)
+        outputs = already_published(work.store, work.prefix, cfg.run_id, cfg.keep_outputs).objects
         _clean(work)
     counts = manifest.get("counts", {})
     return RunSummary(
@@ -53,7 +51,7 @@ def already_committed(work: WorkArea, cfg: JobConfig, t0: float) -> RunSummary |
         rows_out=counts.get("rows_out"),
         dropped=counts.get("dropped", {}),
         outputs=outputs,
-        manifest_uri=work.uri(manifest_key(work.prefix, cfg.run_id)),
+        manifest_uri=work.uri(mkey),
         duration_s=round(time.perf_counter() - t0, 3),
     )
 
@@ -89,9 +87,11 @@ def run_commit(cfg: JobConfig, work: WorkArea, t0: float) -> RunSummary:
 
     maps = map_records(work, cfg)
     reduces = _reduce_records(work, cfg, sorted(m["tag"] for m in maps))
-    outputs = sorted((Published(**o) for r in reduces for o in r["outputs"]), key=lambda p: p.key)
+    outputs = sorted(
+        (Published.from_manifest(o) for r in reduces for o in r["outputs"]), key=lambda p: p.key
+    )
     for part in outputs:
-        work.verify(part.key, part.size, part.sha256)
+        _check_part(work, part)
     dropped = {
         reason: sum(m["dropped"].get(reason, 0) for m in maps)
         for reason in ("null_id", "malformed")
@@ -108,16 +108,13 @@ def run_commit(cfg: JobConfig, work: WorkArea, t0: float) -> RunSummary:
         "duplicate": rows_in - dropped["malformed"] - dropped["null_id"] - rows_out,
         "malformed": dropped["malformed"],
     }
-    now = datetime.now(UTC).isoformat(timespec="seconds")
     dataset = maps[0]["dataset"]
     manifest = {
         "run_id": cfg.run_id,
         "status": "succeeded",
         "mode": "fanout",
-        "dataset": dataset,
         "started_at": min(m["started_at"] for m in maps),
-        "finished_at": now,
-        "committed_at": now,
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": cfg.redacted(),
         "inputs": [
             {k: m[k] for k in ("source", "bytes", "etag", "rows_in", "rows_out", "dropped")}
@@ -126,28 +123,26 @@ def run_commit(cfg: JobConfig, work: WorkArea, t0: float) -> RunSummary:
         "partitions": cfg.partitions,
         "schema": reduces[0]["types"],
         "counts": {"rows_in": rows_in, "rows_out": rows_out, "dropped": dropped},
-        "outputs": [o.__dict__ for o in outputs],
         "versions": {"dsjob": version()},
     }
-    mkey = manifest_key(work.prefix, cfg.run_id)
     stop.checkpoint("before writing the manifest")
-    if not work.put_new(mkey, json.dumps(manifest, indent=2).encode()):
-        # A twin commit of the same run got there first: report its result.
+    try:
+        result = commit(
+            work.store,
+            prefix=work.prefix,
+            run_id=cfg.run_id,
+            dataset=dataset,
+            outputs=outputs,
+            manifest=manifest,
+            keep_outputs=cfg.keep_outputs,
+        )
+    except history.AlreadyCommittedError:
+        # A twin commit of the same run got there first: report (and finish) its result.
         committed = already_committed(work, cfg, t0)
         if committed is not None:
             return committed
-    pointer = {
-        "dataset": dataset,
-        "run_id": cfg.run_id,
-        "manifest": mkey,
-        "outputs": [o.key for o in outputs],
-        "committed_at": now,
-    }
-    work.store.put_bytes(
-        current_key(work.prefix, dataset), json.dumps(pointer).encode(), "application/json"
-    )
-    LOGGER.info("committed", extra={"manifest": work.uri(mkey), "parts": len(outputs)})
-    _prune(work, manifest, cfg.keep_outputs)
+        raise
+    LOGGER.info("committed", extra={"manifest": result.manifest_uri, "parts": len(outputs)})
     _clean(work)
     return RunSummary(
         run_id=cfg.run_id,
@@ -156,38 +151,24 @@ def run_commit(cfg: JobConfig, work: WorkArea, t0: float) -> RunSummary:
         rows_in=rows_in,
         rows_out=rows_out,
         dropped=dropped,
-        outputs=tuple(outputs),
-        manifest_uri=work.uri(mkey),
+        outputs=result.objects,
+        manifest_uri=result.manifest_uri,
         duration_s=round(time.perf_counter() - t0, 3),
     )
 
 
-def _committed_at(manifest: dict[str, Any]) -> str:
-    return str(manifest.get("committed_at") or manifest.get("finished_at") or "")
-
-
-def _prune(work: WorkArea, ours: dict[str, Any], keep: int) -> tuple[str, ...]:
-    """Delete outputs of older committed runs of the same dataset beyond the newest `keep`."""
-    mine = {o["key"] for o in ours.get("outputs", [])}
-    older = []
-    for key in work.store.list_keys(f"{work.prefix}manifests/"):
-        other = work.get_json(key) if key.endswith(".json") else None
-        if other is None or other.get("run_id") == ours["run_id"]:
-            continue
-        dataset = other.get("dataset") or other.get("config", {}).get("dataset")
-        if dataset == ours["dataset"] and _committed_at(other) <= _committed_at(ours):
-            older.append((_committed_at(other), key, other))
-    older.sort(reverse=True)
-    doomed = [
-        o["key"]
-        for _, _, other in older[keep:]
-        for o in other.get("outputs", [])
-        if o["key"] not in mine
-    ]
-    if doomed:
-        work.store.delete(doomed)
-        LOGGER.info("pruned outputs of older runs", extra={"deleted": doomed})
-    return tuple(doomed)
+def _check_part(work: WorkArea, part: Published) -> None:
+    """The part is still the object its reduce task verified: same size and ETag."""
+    info = work.store.head(part.key)
+    if info is None:
+        msg = f"cannot commit: part {part.uri} is missing (deleted after its reduce verified it)"
+        raise InputError(msg)
+    if info.size != part.size or (part.etag and info.etag != part.etag):
+        msg = (
+            f"cannot commit: part {part.uri} changed after its reduce verified it "
+            f"({info.size} bytes, ETag {info.etag}; expected {part.size}, {part.etag})"
+        )
+        raise InputError(msg)
 
 
 def _clean(work: WorkArea) -> None:

@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dsjob import stop
 from dsjob.config import S3Location
-from dsjob.errors import ConfigError, InputError, MalformedInputError
+from dsjob.errors import ConfigError, ConflictError, InputError, MalformedInputError
 from dsjob.job import RunSummary, _in_worker
-from dsjob.publish import Published
+from dsjob.publish import Published, upload_verified
 from dsjob.storage import fetch
 from dsjob.workarea import object_tag
 
@@ -162,7 +163,7 @@ def run_reduce(cfg: JobConfig, work: WorkArea, t0: float) -> RunSummary:
         raise ConfigError(msg)
     done = work.get_json(work.reduce_key(k))
     if done is not None:
-        outputs = tuple(Published(**o) for o in done["outputs"])
+        outputs = tuple(Published.from_manifest(o) for o in done["outputs"])
         return summary(cfg, done, work.uri(work.reduce_key(k)), t0, mode="reduce", outputs=outputs)
     records = map_records(work, cfg)
     types = shuffle.global_types(records)
@@ -189,13 +190,8 @@ def run_reduce(cfg: JobConfig, work: WorkArea, t0: float) -> RunSummary:
             for path in written:
                 stop.checkpoint("before uploading the part")
                 key = stem + path.name
-                meta = {
-                    "run-id": cfg.run_id,
-                    "dataset": records[0]["dataset"],
-                    "record-count": str(rows),
-                }
-                size, digest = work.put_verified(key, path, meta)
-                published.append(Published(key, work.uri(key), size, digest, rows))
+                meta = {"run-id": cfg.run_id, "dataset": records[0]["dataset"]}
+                published.append(_upload_part(work, path, key, meta, rows))
     record = {
         "partition": k,
         "partitions": cfg.partitions,
@@ -203,9 +199,23 @@ def run_reduce(cfg: JobConfig, work: WorkArea, t0: float) -> RunSummary:
         "types": types,
         "rows_in": sum(r["files"].get(str(k), {}).get("rows", 0) for r in records),
         "rows_out": rows,
-        "outputs": [p.__dict__ for p in published],
+        "outputs": [asdict(p) for p in published],
     }
     record = work.put_record(work.reduce_key(k), record)
     LOGGER.info("reduced", extra={"partition": k, "rows_out": rows})
-    outputs = tuple(Published(**o) for o in record["outputs"])
+    outputs = tuple(Published.from_manifest(o) for o in record["outputs"])
     return summary(cfg, record, work.uri(work.reduce_key(k)), t0, mode="reduce", outputs=outputs)
+
+
+def _upload_part(
+    work: WorkArea, path: Path, key: str, metadata: dict[str, str], rows: int
+) -> Published:
+    """Create one part with the publish protocol's verified upload (checksum S3 computed)."""
+    try:
+        return upload_verified(work.store, path, key, metadata, records=rows)
+    except ConflictError:
+        # The key is this run's own partition: an attempt of this reduce task that
+        # never wrote its record left it, so nothing refers to it.
+        LOGGER.info("replacing a part an unfinished attempt left", extra={"key": key})
+        work.store.delete([key])
+        return upload_verified(work.store, path, key, metadata, records=rows)

@@ -219,13 +219,16 @@ def test_commit_with_a_missing_reduce_fails_and_publishes_nothing(
 def test_run_all_reruns_are_idempotent_and_a_new_run_prunes_the_old(
     emulator: LocalServe, tmp_path: Path
 ) -> None:
-    """run_all twice with one run id publishes once; a new run id replaces the old run's parts."""
+    """One dataset: a fan-out replaces a single run's output; reruns publish once; new ids prune."""
     from dsjob.aws import Clients  # noqa: PLC0415
 
     seed_objects(emulator, tmp_path)
+    single = in_process(**{"run-id": "single-3"})  # the seeded raw/members.csv: dataset members
+    assert single.outputs[0].key.startswith("processed/members_")
     prefix = S3Location(IN, "raw/members/")
     first = fanout.run_all(resolved(**{"run-id": "fan-3"}), Clients(), prefix)
     assert first.status == "succeeded"
+    assert single.outputs[0].key not in keys(emulator, "processed/")  # keep-outputs 0
     old_parts = [o.key for o in first.outputs]
     assert old_parts == [k for k in keys(emulator, "processed/members_") if "_fan-3/" in k]
     again = fanout.run_all(resolved(**{"run-id": "fan-3"}), Clients(), prefix)
@@ -278,3 +281,24 @@ def test_a_zero_size_object_given_to_a_map_task_is_refused(emulator: LocalServe)
     assert proc.returncode == 3
     assert "s3://dsjob-input/raw/members/empty.csv is empty (0 bytes)" in proc.stderr
     assert status(proc)["status"] == "failed"
+
+
+def test_a_part_changed_after_its_reduce_stops_the_commit(
+    emulator: LocalServe, tmp_path: Path
+) -> None:
+    """A part overwritten between reduce and commit fails the commit (exit 3); no manifest."""
+    seed_objects(emulator, tmp_path)
+    for name in ("a", "b", "c"):
+        in_process(
+            phase="map", **{"run-id": "fan-8", "input-key": f"raw/members/2027-01-{name}.csv"}
+        )
+    parts = [
+        o.key
+        for k in range(P)
+        for o in in_process(phase="reduce", partition=str(k), **{"run-id": "fan-8"}).outputs
+    ]
+    s3(emulator).put_object(Bucket=OUT, Key=parts[0], Body=b"PAR1 not the reduced rows")
+    with pytest.raises(InputError, match=f"part s3://{OUT}/{parts[0]} changed") as caught:
+        in_process(phase="commit", **{"run-id": "fan-8"})
+    assert caught.value.exit_code == 3
+    assert keys(emulator, "processed/manifests/") == []
