@@ -25,12 +25,18 @@
    may put unequal rows together, never equal rows apart: that is all exact
    dedup needs.
 
-Where it can differ from a single run: only when objects disagree on a column's
-type, and then a single run's result depends on which rows its type sampler
-sees (it often fails with a conversion error instead); with ``on-bad-rows
-skip``, a value the single run's sniffer would reject because it does not fit
-a type inferred from *other* objects is kept here (structural problems, ragged
-rows or bad UTF-8, are dropped and counted the same way).
+A value that misfits its object's inferred type re-types the column VARCHAR
+(:func:`dsjob.processing.with_retyping`), so that object votes VARCHAR and the
+run's column is VARCHAR, as in a single run that meets the same value.
+
+Where it can differ from a single run: only when objects disagree on a
+column's type *and* a single run's type sample (its first
+:data:`~dsjob.processing.SAMPLE_ROWS` rows) sees one kind only. Integers in
+the sample and decimals later make that single run's column VARCHAR; here it
+is DOUBLE, which is what a single run says when its sample sees both. Inputs
+under the sample size (every row is sampled) match exactly, as the
+integration test shows. Malformed rows (ragged, bad UTF-8) are dropped and
+counted per object exactly as the single run counts them.
 """
 
 # SQL text is this module's product: identifiers and literals go through

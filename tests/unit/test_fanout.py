@@ -9,7 +9,7 @@ import pytest
 
 from dsjob import config
 from dsjob.errors import ConfigError, MalformedInputError
-from dsjob.processing import ProcessSettings
+from dsjob.processing import SAMPLE_ROWS, ProcessSettings
 from dsjob.shuffle import MapOutput, global_types, map_object, partition_key
 from dsjob.workarea import object_tag
 
@@ -163,3 +163,21 @@ def test_reduce_and_commit_need_no_input_object(phase: str) -> None:
     assert (cfg.phase, cfg.run_id) == (phase, "r1")
     with pytest.raises(ConfigError, match="input-bucket"):
         config.resolve({**flags, "phase": "map"}, {}, lambda _: ({}, frozenset()))
+
+
+def test_skip_mode_drops_and_counts_ragged_rows_per_object(tmp_path: Path) -> None:
+    """With on-bad-rows skip, a ragged row is counted malformed and not written."""
+    path = tmp_path / "ragged.csv"
+    path.write_text(HEADER + "1,a,3,2024-01-01\n2,b\n3,c,5,2024-01-03\n", encoding="utf-8")
+    settings = ProcessSettings(threads=1, on_bad_rows="skip")
+    out = map_object(path, tmp_path / "work", settings, 4)
+    assert (out.rows_in, out.rows) == (3, 2)
+    assert out.dropped == {"null_id": 0, "malformed": 1}
+
+
+def test_a_late_misfit_makes_the_object_vote_varchar(tmp_path: Path) -> None:
+    """A value after the type sample that misfits re-types the column VARCHAR for the object."""
+    rows = "".join(f"{i},n,{i % 90},2024-01-01\n" for i in range(SAMPLE_ROWS + 10))
+    out = mapped(tmp_path, "late", rows + "999999,n,forty,2024-01-01\n", partitions=2)
+    assert out.types["age"] == "VARCHAR"
+    assert out.rows == SAMPLE_ROWS + 11
