@@ -7,11 +7,15 @@ Each case checks the exit code, the message a user reads, and (where the promise
 from __future__ import annotations
 
 import gzip
+import http.client
+import http.server
 import json
 import os
 import socket
 import subprocess
+import threading
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -383,3 +387,76 @@ def test_threads_beyond_the_cpus_are_capped_with_a_warning(
         json.loads(line)["config"] for line in proc.stderr.splitlines() if '"config"' in line
     )
     assert config["threads"] == cpus
+
+
+# --- transfers keep their budget, and say when they retry ---------------------------
+
+
+class _FlakyProxy(http.server.ThreadingHTTPServer):
+    """Forwards every request to the emulator, but answers the first GET of `key` with 503."""
+
+    def __init__(self, upstream: str, key: str) -> None:
+        super().__init__(("127.0.0.1", 0), _Forward)
+        self.upstream = urllib.parse.urlsplit(upstream)
+        self.key = key
+        self.failed = threading.Event()
+
+
+class _Forward(http.server.BaseHTTPRequestHandler):
+    server: _FlakyProxy
+
+    def _relay(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        target = self.command == "GET" and self.path.split("?")[0].endswith(self.server.key)
+        if target and not self.server.failed.is_set():
+            self.server.failed.set()
+            # S3's own throttling answer ("SlowDown", S3 API Reference, Error responses).
+            answer = b"<Error><Code>SlowDown</Code><Message>Reduce your rate</Message></Error>"
+            self.send_response(503)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+            return
+        upstream = http.client.HTTPConnection(
+            self.server.upstream.hostname or "", self.server.upstream.port, timeout=30
+        )
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+        upstream.request(self.command, self.path, body=body, headers=headers)
+        reply = upstream.getresponse()
+        data = reply.read()
+        self.send_response(reply.status)
+        for name, value in reply.getheaders():
+            if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                self.send_header(name, value)
+        # A HEAD answer has no body but announces the object's length.
+        length = reply.getheader("Content-Length") if self.command == "HEAD" else None
+        self.send_header("Content-Length", length or str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        upstream.close()
+
+    # http.server dispatches on do_<METHOD>; every method is relayed the same way.
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _relay  # noqa: N815
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+        del format, args  # keep the test output quiet
+
+
+def test_a_throttled_download_is_retried_and_the_retry_logged(local_aws: LocalServe) -> None:
+    """A 503 SlowDown on the input download is retried within the transfer budget and logged."""
+    proxy = _FlakyProxy(local_aws.endpoint, "raw/members.csv")
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{proxy.server_address[1]}"
+        proc = dsjob(env=local_aws.env(AWS_ENDPOINT_URL=endpoint))
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert proxy.failed.is_set()
+    assert proc.returncode == 0, proc.stderr
+    retries = [m for m in warnings(proc) if m.startswith("retrying S3 GetObject")]
+    assert retries == [
+        f"retrying S3 GetObject at {endpoint} (attempt 2 of 8) after: HTTP 503 SlowDown"
+    ]
