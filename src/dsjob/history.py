@@ -112,8 +112,8 @@ def find_orphans(
 
 def record(
     store: OutputStore, prefix: str, manifest: Mapping[str, Any], keep_outputs: int
-) -> list[str]:
-    """Add a committed run to its dataset's pointer; return the keys that fell out.
+) -> list[dict[str, str]]:
+    """Add a committed run to its dataset's pointer; return what fell out ({key, run_id}).
 
     A run already in the history changes nothing (a re-run of a run id).
     """
@@ -129,13 +129,16 @@ def record(
         blob = store.get(key)
         pointer = _parse(store, key, blob.data, "pointer") if blob else {}
         runs: list[dict[str, Any]] = list(pointer.get("history", []))
-        pending = [str(k) for k in pointer.get("pending_delete", [])]
+        pending = [p for p in pointer.get("pending_delete", []) if isinstance(p, dict)]
         if any(r.get("run_id") == run_id for r in runs):
             return pending  # a re-run: finish a prune that failed
         runs = sorted([*runs, entry], key=lambda r: str(r.get("committed_at", "")), reverse=True)
         kept, dropped = runs[: keep_outputs + 1], runs[keep_outputs + 1 :]
         newest = kept[0]
-        doomed = list(dict.fromkeys([*pending, *(k for r in dropped for k in r["outputs"])]))
+        doomed = [
+            *pending,
+            *({"key": k, "run_id": r["run_id"]} for r in dropped for k in r["outputs"]),
+        ]
         body = {
             "format": MANIFEST_FORMAT,
             "dataset": dataset,
@@ -166,8 +169,25 @@ def clear_pending(store: OutputStore, prefix: str, dataset: str, deleted: list[s
         return
     pointer = _parse(store, key, blob.data, "pointer")
     gone = set(deleted)
-    pointer["pending_delete"] = [k for k in pointer.get("pending_delete", []) if k not in gone]
+    pointer["pending_delete"] = [
+        p for p in pointer.get("pending_delete", []) if isinstance(p, dict) and p["key"] not in gone
+    ]
     try:
         store.swap_bytes(key, json.dumps(pointer, indent=2).encode(), "application/json", blob.etag)
     except ConflictError:
         LOGGER.info("pointer moved on; the next commit re-deletes the pruned keys")
+
+
+def still_owned(store: OutputStore, doomed: list[dict[str, str]]) -> list[str]:
+    """The doomed keys that still hold their run's object.
+
+    A pruned name is free again, and a run that started in the same second may
+    have taken it since: its object names another run in its ``run-id`` metadata
+    and is not deleted.
+    """
+    keys = []
+    for entry in doomed:
+        info = store.head(entry["key"])
+        if info is not None and info.metadata.get("run-id") == entry["run_id"]:
+            keys.append(entry["key"])
+    return keys

@@ -271,11 +271,13 @@ def finish(
     if orphans:
         store.delete(list(orphans))
         LOGGER.info("removed orphans of killed runs", extra={"deleted": list(orphans)})
+    pruned = history.still_owned(store, doomed)
+    if pruned:
+        store.delete(pruned)
+        LOGGER.info("pruned old outputs", extra={"deleted": pruned, "dataset": dataset})
     if doomed:
-        store.delete(doomed)
-        LOGGER.info("pruned old outputs", extra={"deleted": doomed, "dataset": dataset})
-        history.clear_pending(store, prefix, dataset, doomed)
-    return PublishResult(outputs, store.uri(manifest_key(prefix, run_id)), tuple(doomed), orphans)
+        history.clear_pending(store, prefix, dataset, [d["key"] for d in doomed])
+    return PublishResult(outputs, store.uri(manifest_key(prefix, run_id)), tuple(pruned), orphans)
 
 
 def publish(
@@ -334,6 +336,13 @@ def publish(
     except history.AlreadyCommittedError:
         rollback(store, uploaded)
         return already_published(store, prefix, run_id, keep_outputs)
+    except TransientError:
+        rollback(store, uploaded)
+        # A twin attempt of this run id (a duplicate delivery) that committed while this
+        # one uploaded removes this one's objects as its orphans: report its commit.
+        if store.get(manifest_key(prefix, run_id)) is not None:
+            return already_published(store, prefix, run_id, keep_outputs)
+        raise
     except BaseException:
         rollback(store, uploaded)
         raise

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import secrets
@@ -308,9 +309,14 @@ class LocalStore:
     def create_file(
         self, path: Path, key: str, metadata: Mapping[str, str], digests: Digests
     ) -> None:
-        """Copy `path` to `key` (metadata lives in the manifest for local outputs)."""
-        del metadata, digests
+        """Copy `path` to `key`; its metadata goes to a dot-file beside it (``.<name>.meta``)."""
+        del digests
         self._create(key, lambda tmp: shutil.copyfile(path, tmp))
+        self._meta(key).write_text(json.dumps(dict(metadata)), encoding="utf-8")
+
+    def _meta(self, key: str) -> Path:
+        target = self.root / key
+        return target.with_name(f".{target.name}.meta")
 
     def create_bytes(self, key: str, data: bytes, content_type: str) -> None:
         """Write a small file exclusively."""
@@ -353,7 +359,11 @@ class LocalStore:
         if not path.is_file():
             return None
         digests = digest_file(path)
-        return ObjectInfo(digests.size, digests.crc32, "FULL_OBJECT", last_modified=_mtime(path))
+        meta = self._meta(key)
+        metadata = json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}
+        return ObjectInfo(
+            digests.size, digests.crc32, "FULL_OBJECT", metadata, last_modified=_mtime(path)
+        )
 
     def list_objects(self, prefix: str) -> list[Listed]:
         """Files (paths relative to the root) starting with `prefix`; dot-files are internal."""
@@ -370,6 +380,7 @@ class LocalStore:
         """Remove the files."""
         for key in keys:
             (self.root / key).unlink(missing_ok=True)
+            self._meta(key).unlink(missing_ok=True)
 
 
 def _mtime(path: Path) -> datetime:

@@ -327,6 +327,25 @@ def test_second_delivery_of_a_schedule_tick_publishes_nothing(
     assert keys(local_aws) == before
 
 
+def test_two_deliveries_of_one_tick_at_once_publish_once(
+    local_aws: LocalServe, tmp_path: Path
+) -> None:
+    """Two concurrent deliveries of one tick both exit 0 and leave one run's outputs."""
+    env = job_env(local_aws, tmp_path, DSJOB_SCHEDULED_TIME="2027-03-01T00:00:00Z")
+    procs = [
+        subprocess.Popen(
+            [str(DSJOB), "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in results]
+    statuses = sorted(last_status(out)["status"] for out, _ in results)
+    assert statuses == ["already-published", "succeeded"]
+    manifest = read_json(local_aws, "processed/manifests/scheduled-20270301T000000Z.json")
+    assert [o["key"] for o in manifest["outputs"]] == data_keys(local_aws)
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [(b"{not json", "is not valid JSON"), (b'{"format": 99}', "has format 99")],

@@ -176,3 +176,19 @@ def test_a_bad_schedule_tick_is_a_config_error() -> None:
     """A scheduled-time that is not ISO 8601 exits 2 and names the parameter."""
     with pytest.raises(ConfigError, match="scheduled-time"):
         tick_run_id("next tuesday")
+
+
+def test_a_pruned_name_taken_again_is_not_deleted_twice(tmp_path: Path) -> None:
+    """A pending delete of a name that another run has since taken leaves that run's file."""
+    store = LocalStore(tmp_path / "dest")
+    do_publish(store, produce(tmp_path, "id\n1\n"), T1, "r1")
+    do_publish(store, produce(tmp_path, "id\n2\n"), T2, "r2")  # prunes r1's T1 file
+    do_publish(store, produce(tmp_path, "id\n3\n"), T1, "r3", keep=1)  # takes the T1 name
+    pointer_path = tmp_path / "dest/processed/current/members.json"
+    pointer = json.loads(pointer_path.read_text())
+    reused = "processed/members_20260115_090000.csv"
+    # As if r2's delete of r1's file had failed: the name is still pending for r1.
+    pointer["pending_delete"] = [{"key": reused, "run_id": "r1"}]
+    pointer_path.write_text(json.dumps(pointer))
+    do_publish(store, produce(tmp_path, "id\n4\n"), T3, "r4", keep=1)
+    assert (tmp_path / "dest" / reused).read_text() == "id\n3\n"
