@@ -245,6 +245,10 @@ def read_parameters(ssm: SSMClient, prefix: str) -> tuple[dict[str, str], frozen
     Returns:
         The values by short name (`input-bucket`), and the short names of SecureStrings.
     """
+    # GetParametersByPath (AWS Systems Manager API Reference) returns at most 10
+    # parameters per page with a NextToken; Recursive=False returns only the direct
+    # children of the path, so every name seen here is one the job must know.
+    # moto 5.2.5 pages the same way and, like AWS, keeps parameters per region.
     values: dict[str, str] = {}
     secure: set[str] = set()
     paginator = ssm.get_paginator("get_parameters_by_path")
