@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
+
 BUILD_SCRIPT = REPO / "scripts" / "build-ml-container.sh"
 
 

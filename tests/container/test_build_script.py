@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from .imagekit import REPO, VERSIONS
+from tests.support.paths import REPO
+
+from .imagekit import VERSIONS
 
 pytestmark = pytest.mark.container
 

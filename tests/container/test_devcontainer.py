@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.support.paths import REPO
+
 from .imagekit import VERSIONS, base_image
 
 if TYPE_CHECKING:
@@ -23,7 +25,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.devcontainer
 
-REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / ".devcontainer" / "devcontainer.json"
 # A copy of the Dev Container spec's schema (devcontainers/spec, schemas/), kept in the
 # repo so the check needs no network; see .devcontainer/schema/README.md.

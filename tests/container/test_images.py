@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from packaging.markers import Marker
 
-from .imagekit import REPO, VERSIONS, BuiltImage, Engine, base_image, build_image
+from tests.support.paths import REPO
+
+from .imagekit import VERSIONS, BuiltImage, Engine, base_image, build_image
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(1800)]
 

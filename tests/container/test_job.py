@@ -7,8 +7,9 @@ import subprocess
 import time
 from typing import TYPE_CHECKING, Any
 
-import boto3
 import pytest
+
+from tests.support import credentials
 
 from .imagekit import BuiltImage, Engine
 
@@ -25,14 +26,7 @@ ARTIFACT_BUCKET = "dsjob-artifacts"
 
 def aws(server: LocalServe, service: str) -> Any:
     """A boto3 client for the emulator."""
-    factory: Any = boto3.client  # the stubs' overloads want a literal service name
-    return factory(
-        service,
-        endpoint_url=server.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    return credentials.client(service, server.endpoint)
 
 
 def output_keys(server: LocalServe) -> list[str]:

@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import time
@@ -21,6 +20,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.conftest import start_local_serve
+from tests.support.credentials import FAKE_ENV
+from tests.support.paths import REPO
+from tests.support.ports import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -31,7 +33,6 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.container, pytest.mark.browser]
 
-REPO = Path(__file__).resolve().parents[2]
 # CI keeps this directory as a build artifact; docs/img/jupyterlab.png is a copy of one run's.
 SCREENSHOT = REPO / "artifacts" / "jupyterlab.png"
 NOTEBOOKS = {"01-explore.ipynb", "02-write-your-script.ipynb"}
@@ -67,14 +68,6 @@ class Lab:
     def base(self) -> str:
         """The server's base URL."""
         return f"http://127.0.0.1:{self.port}"
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def http_status(url: str, token: str | None = None, *, method: str = "GET") -> int:
@@ -225,10 +218,8 @@ def lab(
         JUPYTER_PORT=str(port),
         JUPYTER_NAME=name,
         AWS_ENDPOINT_URL=emulator.endpoint,
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
     )
+    env.update(FAKE_ENV)
     with log.open("wb") as out:
         proc = subprocess.Popen(
             ["make", "--no-print-directory", "ml-jupyter"],

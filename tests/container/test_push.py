@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import boto3
 import pytest
 
-from .imagekit import REPO, BuiltImage, Engine, base_image
+from tests.support import credentials
+from tests.support.paths import REPO
+from tests.support.ports import free_port
+
+from .imagekit import BuiltImage, Engine, base_image
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -25,14 +27,6 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.container, pytest.mark.timeout(1200)]
 
 REGISTRY_BIN = Path("/usr/bin/docker-registry")
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -154,21 +148,8 @@ def test_push_refuses_a_dirty_tree(tmp_path: Path) -> None:
 
 def test_push_resolves_ecr_from_the_account_and_region(local_aws: LocalServe) -> None:
     """Without REGISTRY, push-ecr.sh resolves <account>.dkr.ecr.<region> and logs in to it."""
-    factory: Any = boto3.client
-    ecr = factory(
-        "ecr",
-        endpoint_url=local_aws.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    account = factory(
-        "sts",
-        endpoint_url=local_aws.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    ).get_caller_identity()["Account"]
+    ecr = credentials.client("ecr", local_aws.endpoint)
+    account = credentials.client("sts", local_aws.endpoint).get_caller_identity()["Account"]
     env = {
         **{k: v for k, v in os.environ.items() if k != "REGISTRY"},
         "AWS_ENDPOINT_URL": local_aws.endpoint,

@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.support.paths import REPO
+
 if TYPE_CHECKING:
     from aws_cdk.assertions import Template
 
-REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "infra"))
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.infra
+from tests.support.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.infra
 
 
 def test_make_infra_synth_writes_the_prod_template_without_an_account(tmp_path):

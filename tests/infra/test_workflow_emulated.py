@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
+
+from tests.support import credentials
+from tests.support.ports import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -46,7 +48,9 @@ class Emulated:
         self.outcomes = outcomes
         self.scripts: dict[str, list[dict[str, Any]]] = {}
         session = boto3.session.Session(
-            aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+            aws_access_key_id=credentials.ACCESS_KEY_ID,
+            aws_secret_access_key=credentials.SECRET_ACCESS_KEY,
+            region_name=REGION,
         )
         self.sfn = session.client("stepfunctions", endpoint_url=endpoint)
         self.ecs = session.client("ecs", endpoint_url=endpoint)
@@ -201,16 +205,10 @@ def _shorten_retries(node: Any) -> None:
             _shorten_retries(value)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def emulated(synth, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulated]:
     """The patched moto server on a free port, with the synthesized workflow created in it."""
-    port = _free_port()
+    port = free_port()
     workdir = tmp_path_factory.mktemp("sfn")
     outcomes = workdir / "outcomes.json"
     log = (workdir / "emulator.log").open("w")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import DSJOB
+from tests.support.paths import DSJOB
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -8,7 +8,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import tarfile
 import time
@@ -20,6 +19,7 @@ import boto3
 import pytest
 
 from tests.conftest import DSJOB, LocalServe
+from tests.support.ports import free_port
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -317,18 +317,11 @@ def test_sigterm_stops_the_job_without_publishing(local_aws: LocalServe) -> None
     assert outputs(local_aws) == before
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_unreachable_endpoint_is_transient(tmp_path: Path) -> None:
     """When AWS cannot be reached after retries the job exits 5, the one code worth retrying."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DSJOB_")},
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{_free_port()}",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
         "AWS_MAX_ATTEMPTS": "2",
         "DSJOB_LOG_FORMAT": "json",
     }
@@ -353,7 +346,7 @@ def test_local_files_mode_needs_no_aws(tmp_path: Path) -> None:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DSJOB_")},
         # An endpoint that answers nothing: pure local mode must not call it.
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{_free_port()}",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
     }
     proc = subprocess.run(
         [str(DSJOB), "run", "--input", str(data), "--output-dir", str(out), "--run-id", "loc"],

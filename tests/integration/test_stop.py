@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from dsjob.workdir import remove_tree
-from tests.conftest import DSJOB
+from tests.support.paths import DSJOB
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

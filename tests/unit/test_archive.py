@@ -11,7 +11,6 @@ import tarfile
 import time
 from typing import TYPE_CHECKING
 
-import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
@@ -19,6 +18,7 @@ from dsjob import archive
 from dsjob.archive import FIXED_MTIME, build_package, safe_extract
 from dsjob.errors import ConfigError, InputError, UnsafeArchiveError
 from dsjob.pack import pack, upload_pack
+from tests.support import credentials
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -337,13 +337,7 @@ def s3() -> Iterator[S3Client]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    client = boto3.client(
-        "s3",
-        endpoint_url=f"http://{host}:{port}",
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client: S3Client = credentials.client("s3", f"http://{host}:{port}")
     client.create_bucket(Bucket="dsjob-artifacts")
     yield client
     server.stop()

@@ -24,6 +24,7 @@ from dsjob.errors import (
 )
 from dsjob.reaper import CGROUP_ROOT, Reaper
 from dsjob.workdir import remove_tree
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.unit
 
@@ -317,7 +318,7 @@ def test_sigterm_outside_main_thread_is_not_hooked(ctx: JobContext) -> None:
     assert results[0].output_files == [ctx.output_dir / "o"]
 
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = REPO / "examples"
 
 
 def test_example_script_runs_without_pyarrow(ctx: JobContext, tmp_path: Path) -> None:
