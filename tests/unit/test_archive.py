@@ -16,7 +16,7 @@ from moto.server import ThreadedMotoServer
 
 from dsjob import archive
 from dsjob.archive import FIXED_MTIME, build_package, safe_extract
-from dsjob.errors import ConfigError, InputError, UnsafeArchiveError
+from dsjob.errors import ConfigError, InputError, MissingObjectError, UnsafeArchiveError
 from dsjob.pack import pack, upload_pack
 from tests.support import credentials
 
@@ -56,7 +56,8 @@ def _refused(tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes]], **lim
         safe_extract(_tarball(tmp_path / "package.tar.gz", members), dest, **limits)
     assert list(dest.iterdir()) == [], "a refused archive must not be partly extracted"
     assert excinfo.value.exit_code == 3
-    assert excinfo.value.member in str(excinfo.value)
+    assert excinfo.value.member in [info.name for info, _ in members], "names a real member"
+    assert repr(excinfo.value.member) in str(excinfo.value)
     return excinfo.value.member
 
 
@@ -119,12 +120,33 @@ def test_extract_without_stdlib_filter_is_equivalent(
         )
         archive._extract(tar, dest, members, use_data_filter=use_data_filter)
     mode = (dest / "package/run.py").stat().st_mode
-    assert mode & 0o4000 == 0
-    assert mode & 0o002 == 0
+    assert mode & 0o7777 == 0o755, "setuid and group/other write bits dropped, exec kept"
     assert (dest / "package/run.py").read_bytes() == data
 
 
-@pytest.mark.parametrize("name", ["/etc/cron.d/evil", "/tmp/x.py"])
+@pytest.mark.parametrize("use_data_filter", [True, False])
+def test_both_extraction_paths_give_plain_files_plain_modes(
+    tmp_path: Path,
+    use_data_filter: bool,  # noqa: FBT001 -- pytest parameter
+) -> None:
+    """A world-writable non-executable file extracts as 0644 on either path."""
+    info, data = _file("package/data.txt")
+    info.mode = 0o666
+    dest = tmp_path / "work"
+    dest.mkdir()
+    with tarfile.open(_tarball(tmp_path / "p.tar.gz", [(info, data)])) as tar:
+        members = archive._checked_members(
+            tar,
+            dest,
+            max_total_bytes=archive.MAX_TOTAL_BYTES,
+            max_members=10,
+            max_depth=archive.MAX_DEPTH,
+        )
+        archive._extract(tar, dest, members, use_data_filter=use_data_filter)
+    assert (dest / "package/data.txt").stat().st_mode & 0o7777 == 0o644
+
+
+@pytest.mark.parametrize("name", ["/etc/cron.d/evil", "/tmp/x.py", "\\windows\\evil.py"])
 def test_absolute_path_is_refused(tmp_path: Path, name: str) -> None:
     """A member with an absolute name is refused and named."""
     assert _refused(tmp_path, [_file("package/ok.py"), _file(name)]) == name
@@ -136,11 +158,33 @@ def test_dotdot_traversal_is_refused(tmp_path: Path, name: str) -> None:
     assert _refused(tmp_path, [_file(name)]) == name
 
 
-@pytest.mark.parametrize("target", ["/etc/passwd", "../../outside", "sub/../../x"])
+@pytest.mark.parametrize("target", ["/etc/passwd", "../../outside", "sub/../../x", "\\x", ""])
 def test_symlink_escaping_is_refused(tmp_path: Path, target: str) -> None:
     """A symlink pointing at an absolute path or through '..' is refused."""
     members = [_special("package/link", tarfile.SYMTYPE, target)]
     assert _refused(tmp_path, members) == "package/link"
+
+
+def test_missing_archive_names_the_path(tmp_path: Path) -> None:
+    """A package path that does not exist is a missing input naming that path."""
+    with pytest.raises(MissingObjectError, match=r"input not found: .*nope\.tar\.gz"):
+        safe_extract(tmp_path / "nope.tar.gz", tmp_path / "work")
+
+
+def test_file_member_naming_the_destination_is_refused(tmp_path: Path) -> None:
+    """A regular-file member named "./" (the destination itself) is refused and named."""
+    assert _refused(tmp_path, [_file("./")]) == "./"
+
+
+def test_archive_exactly_at_the_size_limit_extracts(tmp_path: Path) -> None:
+    """The size limit is inclusive: an archive of exactly max_total_bytes extracts."""
+    (tmp_path / "over").mkdir()
+    members = [_file("package/a.bin", b"a" * 600), _file("package/b.bin", b"b" * 424)]
+    dest = tmp_path / "work"
+    safe_extract(_tarball(tmp_path / "p.tar.gz", members), dest, max_total_bytes=1024)
+    assert (dest / "package/b.bin").stat().st_size == 424
+    over = [*members, _file("package/c.bin", b"c")]
+    assert _refused(tmp_path / "over", over, max_total_bytes=1024) == "package/c.bin"
 
 
 def test_symlink_then_write_through_it_is_refused(tmp_path: Path) -> None:
@@ -283,6 +327,28 @@ def test_build_package_is_byte_reproducible(tmp_path: Path) -> None:
     # A copy of the tree elsewhere (other inode order, other parent) packs the same.
     other = _make_package(tmp_path / "two" / "deeper")
     assert build_package(other, tmp_path / "c.tar.gz") == digest
+    # The gzip header carries no file name and no timestamp (RFC 1952: FLG bit 3, MTIME).
+    header = first.read_bytes()[:10]
+    assert header[3] & 0x08 == 0
+    assert header[4:8] == b"\0\0\0\0"
+    with tarfile.open(first) as tar:
+        assert tar.pax_headers is not None
+        assert all(m.name.startswith("package") for m in tar.getmembers())
+
+
+def test_build_package_writes_into_a_new_directory_tree(tmp_path: Path) -> None:
+    """The archive's parent directories are created as needed."""
+    out = tmp_path / "not" / "yet" / "there" / "package.tar.gz"
+    build_package(_make_package(tmp_path / "src"), out)
+    assert out.is_file()
+
+
+def test_build_package_refuses_a_symlinked_directory_naming_it(tmp_path: Path) -> None:
+    """A symlinked directory inside the tree is a config error that names it."""
+    src = _make_package(tmp_path / "src")
+    (src / "linked").symlink_to(src / "sub")
+    with pytest.raises(ConfigError, match=r"cannot pack symlinked directory .*linked"):
+        build_package(src, tmp_path / "p.tar.gz")
 
 
 def test_build_package_members_are_normalised(tmp_path: Path) -> None:
