@@ -5,8 +5,9 @@ cheap counting scan of the input that runs beside it on a second cursor):
 
 * reads the input (CSV: RFC 4180, comma, ``"`` quote, header line, UTF-8; or Parquet),
 * trims every string and turns empty strings into NULL,
-* infers column types from a sample of the *trimmed* values (``" 2.5 "`` is a
-  DOUBLE, ``" 2024-01-01 "`` a DATE),
+* types columns with DuckDB's CSV sniffer (native, fast parsing), then gives text
+  columns a narrower type when their *trimmed* sample all fits one (``" 2.5 "`` is
+  a DOUBLE, ``" 2024-01-01 "`` a DATE),
 * drops rows whose id column is NULL (skipped when the input has no such column)
   and exact duplicate rows,
 * optionally runs ``transform_sql`` against a view named ``input`` (the cleaned
@@ -27,7 +28,8 @@ Policies where the job contract leaves a choice:
 * **Types never make a valid file malformed.** When a value after the sample
   does not fit its column's inferred type (``ABC`` in an integer column, a
   second timestamp format, an integer beyond BIGINT), that column is re-typed
-  VARCHAR and the step runs again, with a warning naming the column.
+  VARCHAR and the step runs again, with a warning naming the column and type
+  (the reader raises it in fail mode; skip mode finds it in DuckDB's reject table).
 * **Malformed rows** (ragged rows, undecodable bytes) fail the run with
   :class:`~dsjob.errors.MalformedInputError` naming the line (``on_bad_rows="fail"``),
   or are skipped and counted as ``dropped["malformed"]`` (``"skip"``).
