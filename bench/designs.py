@@ -16,6 +16,10 @@ choice can be re-checked on other hardware.
 * ``distinct-zstd1`` -- ``distinct`` with the Parquet writer at zstd level 1 and
   the default row groups.
 * ``parse-native`` -- DuckDB's typed reader straight to Parquet, no cleaning.
+* ``group-count`` -- one scan, ``GROUP BY ALL`` keeping each row's multiplicity
+  in a temp table, so the counts need no second scan of the input.
+* ``distinct-and-count`` -- the step's own shape (``distinct-zstd1`` plus the
+  counting scan beside it on a second cursor), without the step's sniffing.
 """
 
 # SQL is generated from processing's quoting helpers, never raw user strings.
@@ -132,7 +136,32 @@ def parse_native(con: duckdb.DuckDBPyConnection, cleaned: proc.Cleaned, out: Pat
     return _copy(con, f"SELECT * FROM read_csv({path})", out)
 
 
+def group_count(con: duckdb.DuckDBPyConnection, cleaned: proc.Cleaned, out: Path) -> int:
+    """One scan: GROUP BY ALL with each row's multiplicity, so the counts need no second scan."""
+    idc = proc._quote_ident(cleaned.id_column or "")
+    con.execute(
+        f"CREATE TEMP TABLE grouped AS SELECT *, count(*) AS dsjob_n FROM ({cleaned.select()}) "
+        "GROUP BY ALL"
+    )
+    con.execute(f"SELECT sum(dsjob_n), sum(dsjob_n) FILTER (WHERE {idc} IS NULL) FROM grouped")
+    query = f"SELECT * EXCLUDE (dsjob_n) FROM grouped WHERE {idc} IS NOT NULL"
+    return _copy(con, query, out, PARQUET_FAST)
+
+
+def distinct_and_count(con: duckdb.DuckDBPyConnection, cleaned: proc.Cleaned, out: Path) -> int:
+    """The step's shape: the zstd-1 DISTINCT plus the counting scan on a second cursor."""
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    with ThreadPoolExecutor(1) as pool:
+        counting = pool.submit(proc.count_rows, con.cursor(), cleaned)
+        rows = distinct_zstd1(con, cleaned, out)
+        counting.result()
+    return rows
+
+
 DESIGNS = {
+    "group-count": group_count,
+    "distinct-and-count": distinct_and_count,
     "distinct-zstd1": distinct_zstd1,
     "parse-native": parse_native,
     "distinct": distinct,

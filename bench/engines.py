@@ -35,7 +35,16 @@ import time
 from pathlib import Path
 
 ID = "id"
-DESIGNS = ("distinct", "fp-stage", "fp-reparse", "parse-only", "distinct-zstd1", "parse-native")
+DESIGNS = (
+    "distinct",
+    "fp-stage",
+    "fp-reparse",
+    "parse-only",
+    "distinct-zstd1",
+    "parse-native",
+    "group-count",
+    "distinct-and-count",
+)
 
 
 def run_builtin(src: Path, out: Path, memory_limit: str | None = None) -> int:

@@ -32,6 +32,8 @@ ENGINES = (
     "parse-only-512m",
     "distinct-zstd1-512m",
     "parse-native-512m",
+    "group-count-512m",
+    "distinct-and-count-512m",
     "pandas",
     "polars",
 )
@@ -43,6 +45,8 @@ EXACT = (
     "fp-stage-512m",
     "fp-reparse-512m",
     "distinct-zstd1-512m",
+    "group-count-512m",
+    "distinct-and-count-512m",
 )
 
 if TYPE_CHECKING:
