@@ -56,11 +56,11 @@ def _serve() -> Iterator[LocalServe]:
 @pytest.fixture
 def local_aws(_serve: LocalServe, monkeypatch: pytest.MonkeyPatch) -> LocalServe:
     """The session's emulator, wiped (moto's reset API) and freshly seeded for this test."""
-    from dsjob import local  # noqa: PLC0415
+    from dsjob import emulator  # noqa: PLC0415
     from dsjob.aws import Clients  # noqa: PLC0415
 
     _serve.reset()
     monkeypatch.setenv("AWS_ENDPOINT_URL", _serve.endpoint)
-    local.seed(Clients())
+    emulator.seed(Clients())
     monkeypatch.delenv("AWS_ENDPOINT_URL")
     return _serve

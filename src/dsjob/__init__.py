@@ -1,8 +1,14 @@
 """dsjob: fetch from S3, run a script or the built-in DuckDB step, publish without losing data.
 
-The public API a custom script uses is `dsjob.context()`; the rest is the CLI.
-Importing this package stays cheap: nothing here loads boto3, DuckDB or pandas.
+A custom script uses `dsjob.context()`. Notebooks use `dsjob.run(...)` (one run,
+in process, returning its summary) and `dsjob.emulator.connect()` (the embedded
+AWS with ready clients). Importing this package stays cheap: nothing here loads
+boto3, DuckDB or pandas until one of those is called.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from dsjob.context import JobContext, context
 from dsjob.errors import (
@@ -19,6 +25,22 @@ from dsjob.errors import (
     UserCodeError,
 )
 
+if TYPE_CHECKING:
+    from dsjob.job import RunSummary
+
+
+def run(**params: object) -> RunSummary:
+    """Run the job once in this process, like `dsjob run`, and return its summary.
+
+    Parameters are `dsjob run`'s flags with `_` for `-`
+    (``dsjob.run(input="data.csv", output_dir="out")``); the rest come from
+    DSJOB_* and SSM as usual. Raises the run's `DsjobError` on failure.
+    """
+    from dsjob.runner import run_in_process  # noqa: PLC0415
+
+    return run_in_process(params)
+
+
 __all__ = [
     "ConfigError",
     "DsjobError",
@@ -33,4 +55,5 @@ __all__ = [
     "UnsafeArchiveError",
     "UserCodeError",
     "context",
+    "run",
 ]

@@ -1,8 +1,12 @@
-"""The command line: the only place that prints, and exits with an error's code."""
+"""The command line: the only place that prints, and exits with an error's code.
+
+click parses; the DSJOB_* mapping and its precedence (flag > env > SSM > default)
+stay in `dsjob.config`, so options here never read the environment themselves.
+Every failure, a usage error included, ends with the one-line JSON status on stdout.
+"""
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -10,8 +14,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dsjob import logs, stop
-from dsjob.config import PARAMS
+import click
+
+from dsjob import stop
+from dsjob.commands import configure_logging, local, log_options, outputs, runs
+from dsjob.config import OUTPUT_FORMATS, PARAMS, PHASES, env_name
 from dsjob.errors import (
     ConfigError,
     DsjobError,
@@ -23,275 +30,255 @@ from dsjob.errors import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from dsjob.config import JobConfig
-    from dsjob.health import Check
-    from dsjob.job import RunSummary
-
 LOGGER = logging.getLogger("dsjob")
 
-EXIT_CODES_HELP = """exit codes:
+EXIT_CODES_HELP = """\b
+Exit codes:
   0    success (also: this run id was already published)
   1    internal error (a bug: please report it with the log)
   2    usage or configuration error (missing/invalid parameters, access denied)
   3    input missing or invalid (names the bucket and key, or the line)
   4    custom script failed or timed out
   5    transient AWS failure (throttling, connection): the only one worth retrying
+  6    out of memory: raise memory-limit or the task's memory
+  130  interrupted (Ctrl-C); nothing was published
   143  stopped by SIGTERM before finishing; nothing was published
+
+\b
+Shell completion: eval "$(_DSJOB_COMPLETE=bash_source dsjob)"  (zsh_source, fish_source)
 """
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+_CHOICES = {"output-format": OUTPUT_FORMATS, "on-bad-rows": ("fail", "skip"), "phase": PHASES}
+_PATHS = frozenset({"input", "model", "script", "package", "transform", "output-dir", "work-root"})
+# The run id once the configuration resolved, for the failure status line.
+_RUN: dict[str, str] = {}
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dsjob",
-        description="Run and rehearse the containerized data-processing job.",
-        epilog=EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def _complete(choices: Sequence[str]) -> Callable[..., list[str]]:
+    def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+        del ctx, param
+        return [c for c in choices if c.startswith(incomplete)]
+
+    return complete
+
+
+def _param_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """One `--<name>` per config.PARAMS entry; its help names the DSJOB_* variable."""
+    for param in reversed(PARAMS):
+        where = f"env {env_name(param.name)}" + (", SSM" if param.ssm else "")
+        default = f"; default {param.default}" if param.default else ""
+        func = click.option(
+            f"--{param.name}",
+            param.name.replace("-", "_"),
+            default=None,
+            type=click.Path() if param.name in _PATHS else None,
+            shell_complete=_complete(_CHOICES[param.name]) if param.name in _CHOICES else None,
+            help=f"{param.help} [{where}{default}]",
+        )(func)
+    return func
+
+
+@click.group(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
+@click.version_option(package_name="dsjob", prog_name="dsjob", message="%(prog)s %(version)s")
+def cli() -> None:
+    """Run and rehearse the containerized data-processing job."""
+
+
+for _group in (local, runs, outputs):
+    cli.add_command(_group)
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@_param_options
+@click.option(
+    "--param-prefix",
+    help="SSM parameter prefix [env DSJOB_PARAM_PREFIX; default /ds/preprocessing]",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="print the resolved config and what would be written; touch nothing",
+)
+@log_options
+def run(
+    *,
+    param_prefix: str | None,
+    dry_run: bool,
+    verbose: bool,
+    log_format: str | None,
+    **values: str | None,
+) -> int:
+    """Run the job once: fetch -> process -> publish (the prod image's entrypoint).
+
+    Each value comes from the flag, else DSJOB_<NAME>, else SSM under the prefix, else its default.
+    """
+    use_json = configure_logging(verbose, log_format)
+    flags: dict[str, str | None] = {p.name: values[p.name.replace("-", "_")] for p in PARAMS}
+    flags["param-prefix"] = param_prefix
+    from dsjob import runner  # noqa: PLC0415 - keeps `dsjob --help` light
+
+    if dry_run:
+        return runner.dry_run(flags)
+    # Flag-based handlers: SIGTERM (ECS stop) and SIGINT (Ctrl-C) raise at the job's
+    # safe points, never inside DuckDB or boto3.
+    stop.install()
+    summary = runner.run_from_flags(
+        flags, progress=not use_json, on_config=lambda c: _RUN.update(run_id=c.run_id)
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    run = sub.add_parser(
-        "run",
-        help="run the job once (the prod image's entrypoint)",
-        description="Fetch -> process -> publish. Values: flag > DSJOB_<NAME> env > SSM > default.",
-        epilog=EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    run.add_argument("--param-prefix", help="SSM parameter prefix (default /ds/preprocessing)")
-    for param in PARAMS:
-        run.add_argument(f"--{param.name}", dest=param.name, help=param.help)
-    _log_flags(run)
-
-    health = sub.add_parser("health", help="image health-check: imports, lock drift, tmp dir")
-    health.add_argument("--aws", action="store_true", help="also check STS and SSM reachability")
-    health.add_argument("--lock", type=Path, help="lock file to compare (default $DSJOB_LOCK_FILE)")
-    health.add_argument("--param-prefix", help="SSM prefix probed by --aws")
-
-    versions = sub.add_parser("versions", help="installed data-stack versions vs the lock")
-    versions.add_argument(
-        "--lock", type=Path, help="lock file to compare (default $DSJOB_LOCK_FILE)"
-    )
-
-    pack = sub.add_parser(
-        "pack", help="build a reproducible package.tar.gz and upload it with script.py"
-    )
-    pack.add_argument("directory", type=Path, help="directory holding script.py and/or package/")
-    pack.add_argument("--bucket", help="artifact bucket (default: SSM artifact-bucket)")
-    pack.add_argument("--prefix", default="", help="key prefix in the artifact bucket")
-    pack.add_argument("--out", type=Path, help="also keep package.tar.gz here")
-    pack.add_argument("--no-upload", action="store_true", help="build only")
-    pack.add_argument("--param-prefix", help="SSM parameter prefix (default /ds/preprocessing)")
-    _log_flags(pack)
-
-    local = sub.add_parser("local", help="the embedded AWS emulator (moto server on loopback)")
-    lsub = local.add_subparsers(dest="local_command", required=True, metavar="ACTION")
-    for name, text in (
-        ("run", "start the emulator, seed it, run the job once, print the summary"),
-        ("serve", "start and seed the emulator, print the export line, keep it up"),
-        ("seed", "seed an emulator that is already running (AWS_ENDPOINT_URL)"),
-    ):
-        action = lsub.add_parser(name, help=text, description=text)
-        action.add_argument("--rows", type=int, default=1228, help="sample rows (default 1228)")
-        action.add_argument("--seed", type=int, default=7, help="random seed of the sample data")
-        action.add_argument(
-            "--with-script",
-            nargs="?",
-            const="examples",
-            metavar="DIR",
-            help="also upload DIR/script.py and DIR/package (default DIR: examples)",
-        )
-        if name != "seed":
-            action.add_argument("--port", type=int, default=0, help="port (default: a free one)")
-            action.add_argument("--host", default="127.0.0.1", help="address (default loopback)")
-        _log_flags(action)
-    return parser
+    runner.print_summary(summary)
+    return 0
 
 
-def _log_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument(
-        "--log-format",
-        choices=("auto", "json", "text"),
-        default=os.environ.get("DSJOB_LOG_FORMAT", "auto"),
-        help="JSON lines off a TTY, text on one (auto)",
-    )
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.option("--aws", is_flag=True, help="also check STS and SSM reachability")
+@click.option(
+    "--lock", type=click.Path(path_type=Path), help="lock file to compare [env DSJOB_LOCK_FILE]"
+)
+@click.option("--param-prefix", help="SSM prefix probed by --aws")
+def health(*, aws: bool, lock: Path | None, param_prefix: str | None) -> int:
+    """Image health-check: imports, lock drift, tmp dir."""
+    from dsjob import health as checks  # noqa: PLC0415
 
-
-def _version() -> str:
-    from dsjob.job import version  # noqa: PLC0415
-
-    return version()
-
-
-def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901, PLR0911 - one return per command
-    """Entry point of the `dsjob` console script."""
-    args = _parser().parse_args(argv)
-    try:  # argparse checks --log-format's choices, but not a default from DSJOB_LOG_FORMAT
-        json_lines = logs.json_choice(getattr(args, "log_format", "auto"))
-    except ConfigError as exc:
-        _fail(exc, exc.exit_code, run_id=None)
-        return int(exc.exit_code)
-    use_json = logs.configure(verbose=getattr(args, "verbose", False), json_lines=json_lines)
-    try:
-        if args.command == "run":
-            # ECS stops a task with SIGTERM, then SIGKILL 30 s later.
-            stop.install()
-            return _cmd_run(args, progress=not use_json)
-        if args.command in ("health", "versions"):
-            from dsjob import health  # noqa: PLC0415
-
-            if args.command == "health":
-                return _cmd_health(
-                    health.checks(
-                        health.lock_path(args.lock), aws=args.aws, prefix=args.param_prefix
-                    )
-                )
-            for name, have, locked in health.versions(args.lock):
-                drift = "  <- differs from the lock" if locked not in ("-", have) else ""
-                print(f"{name:<14} {have:<12} {locked:<12}{drift}")
-            return 0
-        if args.command == "pack":
-            return _cmd_pack(args)
-        from dsjob import local  # noqa: PLC0415
-
-        return local.main(args)
-    except DsjobError as exc:
-        _fail(exc, exc.exit_code, run_id=getattr(args, "run_id_resolved", None))
-        if isinstance(exc, (TerminatedError, InterruptedRunError)):
-            # A daemon worker may still be inside DuckDB; skip interpreter teardown.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(int(exc.exit_code))
-        return int(exc.exit_code)
-    except KeyboardInterrupt:
-        _fail(TerminatedError("interrupted"), 130, run_id=None)
-        return 130
-    except Exception as exc:
-        LOGGER.exception("internal error")
-        _fail(exc, ExitCode.INTERNAL, run_id=None)
-        return int(ExitCode.INTERNAL)
-
-
-def _fail(exc: BaseException, code: int, *, run_id: str | None) -> None:
-    message = str(exc) or type(exc).__name__
-    if code == ExitCode.INTERNAL and not isinstance(exc, DsjobError):
-        message = f"internal error: {type(exc).__name__}: {message}"
-    print(f"Error: {message}", file=sys.stderr, flush=True)
-    status: dict[str, Any] = {"status": "failed", "exit_code": int(code), "error": message}
-    if run_id:
-        status["run_id"] = run_id
-    print(json.dumps(status), flush=True)
-
-
-def _cmd_health(results: list[Check]) -> int:
-    """One line per check; 0 when all pass, else 1 with the failing checks named."""
+    results = checks.checks(checks.lock_path(lock), aws=aws, prefix=param_prefix)
     for check in results:
-        print(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
+        click.echo(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
     failed = [c.name for c in results if not c.ok]
     if failed:
-        print(f"Error: unhealthy: {', '.join(failed)}", file=sys.stderr)
+        click.echo(f"Error: unhealthy: {', '.join(failed)}", err=True)
         return 1
     return 0
 
 
-def _cmd_run(args: argparse.Namespace, *, progress: bool) -> int:
-    flags = {p.name: getattr(args, p.name, None) for p in PARAMS}
-    flags["param-prefix"] = args.param_prefix
-    summary = run_from_flags(
-        flags, progress=progress, on_config=lambda c: setattr(args, "run_id_resolved", c.run_id)
-    )
-    print_summary(summary)
+@cli.command()
+@click.option(
+    "--lock", type=click.Path(path_type=Path), help="lock file to compare [env DSJOB_LOCK_FILE]"
+)
+def versions(*, lock: Path | None) -> int:
+    """Installed data-stack versions vs the lock."""
+    from dsjob import health as checks  # noqa: PLC0415
+
+    for name, have, locked in checks.versions(lock):
+        drift = "  <- differs from the lock" if locked not in ("-", have) else ""
+        click.echo(f"{name:<14} {have:<12} {locked:<12}{drift}")
     return 0
 
 
-def run_from_flags(
-    flags: dict[str, str | None],
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--bucket", help="artifact bucket (default: SSM artifact-bucket)")
+@click.option("--prefix", default="", help="key prefix in the artifact bucket")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="also keep package.tar.gz here"
+)
+@click.option("--no-upload", is_flag=True, help="build only")
+@click.option("--param-prefix", help="SSM parameter prefix [env DSJOB_PARAM_PREFIX]")
+@log_options
+def pack(
     *,
-    progress: bool,
-    on_config: Callable[[JobConfig], None] | None = None,
-) -> RunSummary:
-    """Resolve the configuration (reading SSM unless purely local) and run the job once."""
-    from dsjob import config, job  # noqa: PLC0415
+    directory: Path,
+    bucket: str | None,
+    prefix: str,
+    out: Path | None,
+    no_upload: bool,
+    param_prefix: str | None,
+    verbose: bool,
+    log_format: str | None,
+) -> int:
+    """Build a reproducible package.tar.gz from DIRECTORY and upload it with its script.py.
 
-    clients = None
-    reader = None
-    if not config.is_pure_local(flags, os.environ):
-        from dsjob.aws import Clients, aws_errors, translate  # noqa: PLC0415
+    The package is DIRECTORY/package, else DIRECTORY's one Python package (a
+    subdirectory with __init__.py), else DIRECTORY itself.
+    """
+    configure_logging(verbose, log_format)
+    from dsjob import pack as packing  # noqa: PLC0415
 
-        clients = Clients()
-
-        def reader(prefix: str) -> tuple[dict[str, str], frozenset[str]]:
-            try:
-                return config.read_parameters(clients.ssm, prefix)
-            except aws_errors() as exc:
-                raise translate(exc, f"reading SSM parameters under {prefix}") from exc
-
-    cfg = config.resolve(flags, os.environ, reader)
-    if on_config is not None:
-        on_config(cfg)
-    LOGGER.info("config resolved", extra={"config": cfg.redacted()})
-    return job.run(cfg, clients, progress=progress)
-
-
-def print_summary(summary: RunSummary) -> None:
-    """The human summary on stderr, then the one-line JSON status on stdout (last)."""
-    head = f"dsjob run {summary.run_id}: {summary.status}"
-    lines = [f"{head} in {summary.duration_s:.2f} s ({summary.mode})"]
-    dropped = ", ".join(f"{k} {v:,}" for k, v in summary.dropped.items() if v) or "none"
-    rows_in = "?" if summary.rows_in is None else f"{summary.rows_in:,}"
-    rows_out = "?" if summary.rows_out is None else f"{summary.rows_out:,}"
-    lines.append(f"  rows     in {rows_in} -> out {rows_out}; dropped: {dropped}")
-    for obj in summary.outputs:
-        rows = "" if obj.records is None else f", {obj.records:,} rows"
-        lines.append(f"  output   {obj.uri} ({_size(obj.size)}{rows})")
-    lines.append(f"  manifest {summary.manifest_uri}")
-    print("\n".join(lines), file=sys.stderr, flush=True)
-    status = {
-        "status": summary.status,
-        "exit_code": 0,
-        "run_id": summary.run_id,
-        "rows_in": summary.rows_in,
-        "rows_out": summary.rows_out,
-        "dropped": summary.dropped,
-        "outputs": [o.uri for o in summary.outputs],
-        "manifest": summary.manifest_uri,
-        "duration_s": summary.duration_s,
-    }
-    print(json.dumps(status), flush=True)
-
-
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":  # noqa: PLR2004 - binary units
-            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
-        size /= 1024
-    return f"{n} B"  # pragma: no cover - unreachable
-
-
-def _cmd_pack(args: argparse.Namespace) -> int:
-    """Build package.tar.gz from DIR/package (or DIR), upload it with DIR/script.py."""
-    from dsjob import pack  # noqa: PLC0415
-
-    directory: Path = args.directory
-    package_dir = directory / "package" if (directory / "package").is_dir() else directory
+    package_dir = packing.find_package_dir(directory) or directory
     script = directory / "script.py"
-    result = pack.pack(package_dir, script if script.is_file() else None, out_dir=args.out)
+    result = packing.pack(package_dir, script if script.is_file() else None, out_dir=out)
     for name, (path, digest) in result.uploads().items():
-        print(f"built    {name}  sha256 {digest}  ({path})")
-    if args.no_upload:
+        click.echo(f"built    {name}  sha256 {digest}  ({path})")
+    if no_upload:
         return 0
     from dsjob.aws import Clients  # noqa: PLC0415
 
     clients = Clients()
-    bucket = args.bucket
     if not bucket:
         from dsjob import config  # noqa: PLC0415
 
-        prefix = args.param_prefix or os.environ.get("DSJOB_PARAM_PREFIX") or config.DEFAULT_PREFIX
-        bucket = config.read_parameters(clients.ssm, prefix)[0].get("artifact-bucket")
+        ssm_prefix = param_prefix or os.environ.get("DSJOB_PARAM_PREFIX") or config.DEFAULT_PREFIX
+        bucket = config.read_parameters(clients.ssm, ssm_prefix)[0].get("artifact-bucket")
         if not bucket:
-            raise ConfigError(f"no --bucket and no {prefix}/artifact-bucket parameter")
-    for key, digest in pack.upload_pack(result, clients.s3, bucket, args.prefix).items():
-        print(f"uploaded s3://{bucket}/{key}  sha256 {digest}")
+            raise ConfigError(f"no --bucket and no {ssm_prefix}/artifact-bucket parameter")
+    for key, digest in packing.upload_pack(result, clients.s3, bucket, prefix).items():
+        click.echo(f"uploaded s3://{bucket}/{key}  sha256 {digest}")
     return 0
+
+
+@cli.command()
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="CSV file to write",
+)
+@click.option(
+    "--rows", type=click.IntRange(min=0), default=1228, show_default=True, help="data rows"
+)
+@click.option(
+    "--seed", type=int, default=7, show_default=True, help="random seed (same seed, same file)"
+)
+def sample(*, output: Path, rows: int, seed: int) -> int:
+    """Write the generated member sample (what `dsjob local` seeds) to a CSV file."""
+    from dsjob.sample import write_members_csv  # noqa: PLC0415
+
+    if not output.parent.is_dir():
+        raise ConfigError(f"-o {output}: directory {output.parent} does not exist")
+    write_members_csv(output, rows, seed=seed)
+    click.echo(f"wrote {rows:,} rows to {output}", err=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one return per outcome
+    """Entry point of the `dsjob` console script: run a command, map errors to exit codes."""
+    _RUN.clear()
+    try:
+        result = cli.main(args=argv, prog_name="dsjob", standalone_mode=False)
+    except click.UsageError as exc:
+        if exc.ctx is not None:  # "Usage: ..." and the try-help hint, as click prints them
+            click.echo(exc.ctx.get_usage(), err=True)
+        _status(ConfigError(exc.format_message()))
+        return int(ExitCode.CONFIG)
+    except click.ClickException as exc:
+        return _fail(DsjobError(exc.format_message()))
+    except click.Abort:
+        return _fail(InterruptedRunError("interrupted; stopped without publishing"))
+    except DsjobError as exc:
+        return _fail(exc)
+    except KeyboardInterrupt:
+        return _fail(InterruptedRunError("interrupted; stopped without publishing"))
+    except Exception as exc:
+        LOGGER.exception("internal error")
+        return _fail(exc)
+    return result if isinstance(result, int) else 0
+
+
+def _fail(exc: BaseException) -> int:
+    status = _status(exc)
+    code = int(status["exit_code"])
+    if isinstance(exc, TerminatedError | InterruptedRunError):
+        # A daemon worker may still be inside DuckDB: skip interpreter teardown,
+        # which would otherwise wait on (or print from) the native thread.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _status(exc: BaseException) -> dict[str, Any]:
+    from dsjob.runner import failure_status  # noqa: PLC0415
+
+    status = failure_status(exc, run_id=_RUN.get("run_id"))
+    click.echo(f"Error: {status['error']}", err=True)
+    click.echo(json.dumps(status))
+    return status

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from dsjob import history, stop, workdir
 from dsjob.config import S3Location
+from dsjob.context import read_report
 from dsjob.errors import ConfigError, MalformedInputError, UserCodeError
 from dsjob.preflight import check_input_format, preflight
 from dsjob.publish import Published, already_published, manifest_key, publish
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
+REPORT_NAME = ".dsjob-report.json"  # in the work dir, so it is never published
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class RunSummary:
     manifest_uri: str
     duration_s: float
     timings: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)  # what script.py reported
 
 
 def version() -> str:
@@ -181,8 +184,14 @@ def run(cfg: JobConfig, clients: Clients | None, *, progress: bool = False) -> R
         output_dir = work / "output"
         output_dir.mkdir()
         mark = time.perf_counter()
+        metrics: dict[str, Any] = {}
+        rows_out: int | None = None
         if "script" in fetched:
             mode, rows_in, dropped, records = "script", *_run_script(cfg, fetched, work, output_dir)
+            report = read_report(work / REPORT_NAME)
+            rows_in = report.get("rows_in", rows_in)
+            rows_out = report.get("rows_out")
+            dropped, metrics = report.get("dropped", {}), report.get("metrics", {})
         else:
             mode, rows_in, dropped, records = (
                 "builtin",
@@ -190,7 +199,8 @@ def run(cfg: JobConfig, clients: Clients | None, *, progress: bool = False) -> R
             )
         timings["process_s"] = round(time.perf_counter() - mark, 3)
         stop.checkpoint("after processing")
-        rows_out = _rows_out(mode, records, output_dir)
+        if rows_out is None:
+            rows_out = _rows_out(mode, records, output_dir)
         mark = time.perf_counter()
         manifest = _manifest(
             cfg,
@@ -202,6 +212,8 @@ def run(cfg: JobConfig, clients: Clients | None, *, progress: bool = False) -> R
             timings=timings,
             mode=mode,
         )
+        if metrics:
+            manifest["counts"]["metrics"] = metrics
         result = publish(
             store,
             output_dir,
@@ -231,6 +243,7 @@ def run(cfg: JobConfig, clients: Clients | None, *, progress: bool = False) -> R
         manifest_uri=result.manifest_uri,
         duration_s=round(time.perf_counter() - t0, 3),
         timings=timings,
+        metrics=metrics,
     )
 
 
@@ -333,6 +346,7 @@ def _run_script(
         output_dir=output_dir,
         run_id=cfg.run_id,
         work_dir=work,
+        report_path=work / REPORT_NAME,
     )
     run_script(fetched["script"].path, ctx, timeout=cfg.script_timeout)
     rows_in = count_records(fetched["input"].path)
@@ -402,6 +416,7 @@ def _summary_of(
         rows_in=counts.get("rows_in"),
         rows_out=counts.get("rows_out"),
         dropped=counts.get("dropped", {}),
+        metrics=counts.get("metrics", {}),
         outputs=result.objects,
         manifest_uri=result.manifest_uri,
         duration_s=round(time.perf_counter() - t0, 3),

@@ -47,6 +47,29 @@ class PackResult:
         return files
 
 
+def find_package_dir(directory: Path) -> Path | None:
+    """The package to ship from a job directory: DIR/package, else DIR's one Python package.
+
+    A job directory is `script.py` next to its package, either named `package/`
+    (examples/) or by its import name (`member_features/`, as notebook 02 writes it).
+
+    Raises:
+        ConfigError: DIR holds several candidate packages and none is named `package`.
+    """
+    if (directory / "package").is_dir():
+        return directory / "package"
+    candidates = sorted(
+        p for p in directory.iterdir() if p.is_dir() and (p / "__init__.py").is_file()
+    )
+    if len(candidates) > 1:
+        names = ", ".join(p.name for p in candidates)
+        raise ConfigError(
+            f"{directory} holds several packages ({names}): pass the one to ship as DIR, "
+            "or name it package/"
+        )
+    return candidates[0] if candidates else None
+
+
 def pack(src_dir: Path, script: Path | None, *, out_dir: Path | None = None) -> PackResult:
     """Build ``package.tar.gz`` from ``src_dir`` and checksum it and ``script``.
 

@@ -1,14 +1,18 @@
-"""The embedded AWS: a moto server on loopback that real boto3 talks to, seeded with a job."""
+"""The embedded AWS: a moto server on loopback that real boto3 talks to, seeded with a job.
+
+`connect()` is the one-line start for notebooks and tests: it reuses the emulator
+named by AWS_ENDPOINT_URL, or starts one in this process, seeds it, and hands
+back ready boto3 clients.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
-import sys
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -16,9 +20,6 @@ from dsjob.config import DEFAULT_PREFIX
 from dsjob.errors import ConfigError
 
 if TYPE_CHECKING:
-    import argparse
-    from types import FrameType
-
     from dsjob.aws import Clients
 
 LOGGER = logging.getLogger(__name__)
@@ -136,8 +137,12 @@ def _upload_script(clients: Clients, script_dir: Path, tmp: Path) -> dict[str, s
         raise ConfigError(f"--with-script: {script} does not exist")
     clients.s3.upload_file(str(script), ARTIFACT_BUCKET, SCRIPT_KEY)
     params = {"script-key": SCRIPT_KEY}
-    package = script_dir / "package"
-    if package.is_dir():
+    from dsjob.pack import find_package_dir  # noqa: PLC0415
+    from dsjob.parity import warn_unlocked_imports  # noqa: PLC0415
+
+    warn_unlocked_imports(script)
+    package = find_package_dir(script_dir)
+    if package is not None:
         from dsjob.archive import build_package  # noqa: PLC0415
 
         archive = tmp / "package.tar.gz"
@@ -147,40 +152,101 @@ def _upload_script(clients: Clients, script_dir: Path, tmp: Path) -> dict[str, s
     return params
 
 
-def _wait_for_signal() -> None:
+def wait_for_signal() -> None:
+    """Block until SIGTERM or SIGINT (`dsjob local serve` keeps the server up until then)."""
     stop = threading.Event()
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        del signum, frame
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
     while not stop.wait(0.5):
         pass
 
 
-def main(args: argparse.Namespace) -> int:
-    """`dsjob local run|serve|seed`."""
-    from dsjob.aws import Clients  # noqa: PLC0415
+@dataclass
+class Emulator:
+    """An emulator this process talks to, with ready clients (see `connect`).
 
-    script_dir = Path(args.with_script) if args.with_script else None
-    if args.local_command == "seed":
-        if not os.environ.get("AWS_ENDPOINT_URL"):
-            raise ConfigError("dsjob local seed needs AWS_ENDPOINT_URL (see `dsjob local serve`)")
-        seed(Clients(), rows=args.rows, random_seed=args.seed, script_dir=script_dir)
-        return 0
-    with start(args.host, args.port) as aws:
-        seed(Clients(), rows=args.rows, random_seed=args.seed, script_dir=script_dir)
-        if args.local_command == "serve":
-            print(f"export AWS_ENDPOINT_URL={aws.endpoint_url}", flush=True)
-            creds = " ".join(f"{k}={v}" for k, v in FAKE_CREDENTIALS.items())
-            print(f"export {creds}", flush=True)
-            print("# embedded AWS is up; Ctrl-C to stop", file=sys.stderr, flush=True)
-            _wait_for_signal()
-            return 0
-        from dsjob.cli import print_summary, run_from_flags  # noqa: PLC0415
+    Attributes:
+        endpoint_url: what AWS_ENDPOINT_URL says.
+        started: True when this process started the server (and stops it).
+        params: the SSM parameters seeded, by short name (empty when reused unseeded).
+    """
 
-        summary = run_from_flags({}, progress=False)
-        print_summary(summary)
-        return 0
+    endpoint_url: str
+    started: bool
+    params: dict[str, str] = field(default_factory=dict)
+    _server: LocalAws | None = None
+    _clients: Clients | None = None
+
+    @property
+    def clients(self) -> Clients:
+        """The lazily created boto3 clients (`dsjob.aws.Clients`), pointed at the emulator."""
+        if self._clients is None:
+            from dsjob.aws import Clients  # noqa: PLC0415
+
+            self._clients = Clients()
+        return self._clients
+
+    @property
+    def s3(self) -> Any:  # noqa: ANN401 - a boto3 client is dynamically typed
+        """A boto3 S3 client for the emulator."""
+        return self.clients.s3
+
+    @property
+    def ssm(self) -> Any:  # noqa: ANN401
+        """A boto3 SSM client for the emulator."""
+        return self.clients.ssm
+
+    def __str__(self) -> str:
+        """How a notebook reports which emulator it uses."""
+        how = "started an emulator at" if self.started else "using the emulator at"
+        return f"{how} {self.endpoint_url}"
+
+    def stop(self) -> None:
+        """Stop the server if this process started it; a reused one keeps running."""
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+            os.environ.pop("AWS_ENDPOINT_URL", None)
+
+    def __enter__(self) -> Self:
+        """Use as a context manager: stopped on exit."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Stop the server (if started here)."""
+        self.stop()
+
+
+def connect(
+    *,
+    rows: int = 1228,
+    random_seed: int = 7,
+    script_dir: Path | None = None,
+    reuse: bool = True,
+) -> Emulator:
+    """The emulator named by AWS_ENDPOINT_URL, or a new seeded one in this process.
+
+    Either way this process's environment points boto3 at it with dummy
+    credentials, so `dsjob.run(...)` and plain `boto3.client(...)` use it too.
+
+    Args:
+        rows: sample rows to seed (a new emulator only).
+        random_seed: seed of the sample data.
+        script_dir: also upload DIR/script.py and its package (a new emulator only).
+        reuse: use AWS_ENDPOINT_URL when set (False: always start a new one).
+    """
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if reuse and endpoint:
+        for name, value in FAKE_CREDENTIALS.items():
+            os.environ.setdefault(name, value)
+        return Emulator(endpoint, started=False)
+    server = start()
+    emulator = Emulator(server.endpoint_url, started=True, _server=server)
+    try:
+        emulator.params = seed(
+            emulator.clients, rows=rows, random_seed=random_seed, script_dir=script_dir
+        )
+    except BaseException:
+        server.stop()
+        raise
+    return emulator

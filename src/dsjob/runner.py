@@ -1,0 +1,288 @@
+"""One run from flags to status: resolve, run the job, print the summary, leave a status object.
+
+The CLI, `dsjob local run`, the Lambda handler and the fan-out phases all start
+a run through `run_from_flags`, so every entry point prints the same summary and
+leaves the same `<prefix>status/<run-id>.json` behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+from dsjob.errors import DsjobError, ExitCode
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from dsjob.aws import Clients
+    from dsjob.config import JobConfig
+    from dsjob.job import RunSummary
+
+LOGGER = logging.getLogger("dsjob")
+
+# The status object is a courtesy for dashboards and `dsjob runs ls`; it must not
+# hold up a failing run (an exit 5 usually means S3 is already hard to reach).
+_STATUS_ATTEMPTS = 2
+_STATUS_TIMEOUT_S = 5
+
+
+def status_key(prefix: str, run_id: str) -> str:
+    """Where the status object of `run_id` lives under the output prefix."""
+    return f"{prefix}status/{run_id}.json"
+
+
+def success_status(summary: RunSummary) -> dict[str, Any]:
+    """The one-line JSON status of a finished run (also the status object's body)."""
+    status: dict[str, Any] = {
+        "status": summary.status,
+        "exit_code": 0,
+        "run_id": summary.run_id,
+        "rows_in": summary.rows_in,
+        "rows_out": summary.rows_out,
+        "dropped": summary.dropped,
+        "outputs": [o.uri for o in summary.outputs],
+        "manifest": summary.manifest_uri,
+        "duration_s": summary.duration_s,
+    }
+    if summary.metrics:
+        status["metrics"] = summary.metrics
+    return status
+
+
+def failure_status(exc: BaseException, *, run_id: str | None) -> dict[str, Any]:
+    """The one-line JSON status of a failed run: its exit code and a one-line reason."""
+    code = exc.exit_code if isinstance(exc, DsjobError) else ExitCode.INTERNAL
+    message = str(exc) or type(exc).__name__
+    if not isinstance(exc, DsjobError):
+        message = f"internal error: {type(exc).__name__}: {message}"
+    status: dict[str, Any] = {"status": "failed", "exit_code": int(code), "error": message}
+    if run_id:
+        status["run_id"] = run_id
+    return status
+
+
+def run_from_flags(
+    flags: Mapping[str, str | None],
+    *,
+    progress: bool,
+    on_config: Callable[[JobConfig], None] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> RunSummary:
+    """Resolve the configuration (reading SSM unless purely local) and run the job once.
+
+    On S3 outputs, `<prefix>status/<run-id>.json` is written on success and on any
+    failure after the configuration resolved (best effort: never changes the outcome).
+
+    Args:
+        flags: values by parameter name (None: not given), plus `param-prefix`.
+        progress: draw progress bars (TTY text mode only).
+        on_config: called with the resolved configuration before any work starts.
+        environ: the environment DSJOB_* values come from (default ``os.environ``).
+    """
+    from dsjob import config, job  # noqa: PLC0415 - keeps `dsjob --help` light
+
+    env = os.environ if environ is None else environ
+    clients = None
+    reader = None
+    if not config.is_pure_local(flags, env):
+        from dsjob.aws import Clients, aws_errors, translate  # noqa: PLC0415
+
+        clients = Clients()
+
+        def reader(prefix: str) -> tuple[dict[str, str], frozenset[str]]:
+            try:
+                return config.read_parameters(clients.ssm, prefix)
+            except aws_errors() as exc:
+                raise translate(exc, f"reading SSM parameters under {prefix}") from exc
+
+    cfg = config.resolve(flags, env, reader)
+    if on_config is not None:
+        on_config(cfg)
+    LOGGER.info("config resolved", extra={"config": cfg.redacted()})
+    _warn_unlocked_imports(cfg)
+    try:
+        summary = job.run(cfg, clients, progress=progress)
+    except BaseException as exc:
+        write_status(cfg, clients, failure_status(exc, run_id=cfg.run_id))
+        raise
+    write_status(cfg, clients, success_status(summary))
+    return summary
+
+
+def dry_run(flags: Mapping[str, str | None], environ: Mapping[str, str] | None = None) -> int:
+    """Print the resolved config, each value's source and the keys a run would write.
+
+    Reads SSM (unless purely local) and nothing else: no fetch, no write, no S3 call.
+    """
+    from dsjob import config  # noqa: PLC0415
+
+    env = os.environ if environ is None else environ
+    ssm_values: dict[str, str] = {}
+    reader = None
+    if not config.is_pure_local(flags, env):
+        from dsjob.aws import Clients, aws_errors, translate  # noqa: PLC0415
+
+        clients = Clients()
+
+        def reader(prefix: str) -> tuple[dict[str, str], frozenset[str]]:
+            try:
+                values, secure = config.read_parameters(clients.ssm, prefix)
+            except aws_errors() as exc:
+                raise translate(exc, f"reading SSM parameters under {prefix}") from exc
+            ssm_values.update(values)
+            return values, secure
+
+    cfg = config.resolve(flags, env, reader)
+    defaults = {p.name: p.default for p in config.PARAMS}
+    order = [p.name for p in config.PARAMS if p.name in cfg.sources]
+
+    def value(name: str, source: str) -> str | None:
+        found = {
+            "flag": flags.get(name),
+            "env": env.get(config.env_name(name)),
+            "ssm": ssm_values.get(name),
+        }
+        return found.get(source, defaults.get(name))
+
+    values = {n: value(n, cfg.sources[n]) for n in order}
+    values = config.redact(values, cfg.secret_names)
+    width = max(map(len, values), default=0)
+    lines = [f"dsjob run --dry-run {cfg.run_id} (prefix {cfg.param_prefix}): nothing was touched"]
+    lines += [f"  {n:<{width}}  {values[n]}  ({cfg.sources[n]})" for n in values]
+    planned = would_write(cfg)
+    lines += [f"  would write {uri}" for uri in planned]
+    print("\n".join(lines), file=sys.stderr, flush=True)  # noqa: T201
+    status = {
+        "status": "dry-run",
+        "exit_code": 0,
+        "run_id": cfg.run_id,
+        "config": {n: {"value": values[n], "source": cfg.sources[n]} for n in values},
+        "would_write": planned,
+    }
+    print(json.dumps(status), flush=True)  # noqa: T201
+    return 0
+
+
+def would_write(cfg: JobConfig) -> list[str]:
+    """The outputs (names stamped with the start time), manifest, pointer and status of a run."""
+    from dsjob.config import S3Location  # noqa: PLC0415
+
+    if isinstance(cfg.output, S3Location):
+        base, prefix = f"s3://{cfg.output.bucket}/", cfg.output.key
+    else:
+        base, prefix = f"{cfg.output}/", ""
+    stamp = "<YYYYMMDD_HHMMSS>"
+    if cfg.script is not None:
+        outputs = [f"{base}{prefix}<each file script.py writes, as NAME_{stamp}.EXT>"]
+    else:
+        outputs = [f"{base}{prefix}{cfg.dataset}_{stamp}.{fmt}" for fmt in cfg.output_formats]
+    planned = [*outputs, f"{base}{prefix}manifests/{cfg.run_id}.json"]
+    planned.append(f"{base}{prefix}current/{cfg.dataset}.json")
+    if isinstance(cfg.output, S3Location):
+        planned.append(f"{base}{status_key(prefix, cfg.run_id)}")
+    return planned
+
+
+def run_in_process(params: Mapping[str, object]) -> RunSummary:
+    """`dsjob.run(...)`: flags by keyword (`output_dir=`), unknown names refused with a hint."""
+    import difflib  # noqa: PLC0415
+
+    from dsjob.config import PARAM_NAMES  # noqa: PLC0415
+    from dsjob.errors import ConfigError  # noqa: PLC0415
+
+    known = PARAM_NAMES | {"param-prefix"}
+    flags: dict[str, str | None] = {}
+    for name, value in params.items():
+        flag = name.replace("_", "-")
+        if flag not in known:
+            near = difflib.get_close_matches(flag, sorted(known), n=1)
+            hint = f" (did you mean {near[0].replace('-', '_')}?)" if near else ""
+            raise ConfigError(f"dsjob.run() got an unknown parameter {name!r}{hint}")
+        flags[flag] = None if value is None else str(value)
+    return run_from_flags(flags, progress=False)
+
+
+def write_status(cfg: JobConfig, clients: Clients | None, status: Mapping[str, Any]) -> str | None:
+    """Put the status object next to the manifests (S3 outputs only); log, never raise.
+
+    Returns:
+        The status object's URI, or None when nothing was written.
+    """
+    from dsjob.config import S3Location  # noqa: PLC0415
+
+    if not isinstance(cfg.output, S3Location) or clients is None:
+        return None
+    key = status_key(cfg.output.key, cfg.run_id)
+    uri = f"s3://{cfg.output.bucket}/{key}"
+    try:
+        _status_client().put_object(
+            Bucket=cfg.output.bucket,
+            Key=key,
+            Body=json.dumps(dict(status)).encode(),
+            ContentType="application/json",
+        )
+    except Exception as exc:  # noqa: BLE001 - best effort by contract: log and go on
+        LOGGER.warning("could not write the status object", extra={"uri": uri, "error": str(exc)})
+        return None
+    LOGGER.info("status written", extra={"uri": uri})
+    return uri
+
+
+def _status_client() -> Any:  # noqa: ANN401 - a boto3 client is dynamically typed
+    """An S3 client with short timeouts and two attempts, so a dead endpoint costs seconds."""
+    import boto3  # noqa: PLC0415
+    from botocore.config import Config  # noqa: PLC0415
+
+    from dsjob.aws import DEFAULT_REGION  # noqa: PLC0415
+
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+    # Botocore retry config: https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html
+    config = Config(
+        retries={"mode": "standard", "total_max_attempts": _STATUS_ATTEMPTS},
+        connect_timeout=_STATUS_TIMEOUT_S,
+        read_timeout=_STATUS_TIMEOUT_S,
+    )
+    return boto3.session.Session().client("s3", region_name=region, config=config)
+
+
+def _warn_unlocked_imports(cfg: JobConfig) -> None:
+    """Warn (dev venv) when a local script.py imports what the prod image will not have."""
+    from pathlib import Path  # noqa: PLC0415
+
+    if not isinstance(cfg.script, Path) or not cfg.script.is_file():
+        return
+    from dsjob import parity  # noqa: PLC0415
+
+    parity.warn_unlocked_imports(cfg.script)
+
+
+def print_summary(summary: RunSummary) -> None:
+    """The human summary on stderr, then the one-line JSON status on stdout (last)."""
+    head = f"dsjob run {summary.run_id}: {summary.status}"
+    lines = [f"{head} in {summary.duration_s:.2f} s ({summary.mode})"]
+    dropped = ", ".join(f"{k} {v:,}" for k, v in summary.dropped.items() if v) or "none"
+    rows_in = "?" if summary.rows_in is None else f"{summary.rows_in:,}"
+    rows_out = "?" if summary.rows_out is None else f"{summary.rows_out:,}"
+    lines.append(f"  rows     in {rows_in} -> out {rows_out}; dropped: {dropped}")
+    for name, value in summary.metrics.items():
+        lines.append(f"  metric   {name} = {value}")
+    for obj in summary.outputs:
+        rows = "" if obj.records is None else f", {obj.records:,} rows"
+        lines.append(f"  output   {obj.uri} ({human_size(obj.size)}{rows})")
+    lines.append(f"  manifest {summary.manifest_uri}")
+    print("\n".join(lines), file=sys.stderr, flush=True)  # noqa: T201 - the run's report
+    print(json.dumps(success_status(summary)), flush=True)  # noqa: T201
+
+
+def human_size(n: int) -> str:
+    """1536 -> '1.5 KiB' (bytes stay exact)."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":  # noqa: PLR2004 - binary units
+            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover - unreachable
