@@ -11,13 +11,14 @@ ROWS ?= 1228
 .PHONY: help setup run local-serve test test-unit test-integration lint typecheck format lock lock-check clean
 
 help: ## List every target
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@if [ -t 1 ]; then on='\033[36m' off='\033[0m'; else on= off=; fi; \
+	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %s%-18s%s %s\n", on, $$1, off, $$2}' $(MAKEFILE_LIST)
 
 setup: ## Create .venv from the locks (bootstraps uv with pip if missing)
 	@scripts/setup-venv.sh
 
-run: setup ## Run the job end to end against the embedded AWS (seeds sample data; ROWS=N)
-	@$(VENV)/bin/dsjob local run --rows $(ROWS)
+run: setup ## Run the job end to end against the embedded AWS (ROWS=N); outputs land in out/
+	@$(VENV)/bin/dsjob local run --rows $(ROWS) --mirror out
 
 local-serve: setup ## Keep the embedded AWS up and print the export line for other shells
 	@$(VENV)/bin/dsjob local serve --rows $(ROWS)

@@ -2,9 +2,14 @@
 
 `dsjob run` downloads this file and package.tar.gz, extracts the package into the
 work dir (its cwd, on PYTHONPATH) and runs ``python script.py``; everything the
-script needs comes from ``dsjob.context()``. Every file left in ``output_dir`` is
-published. Locally: ``dsjob run --input data.csv --output-dir out/ --script
-examples/script.py --package examples/package``.
+script needs comes from ``dsjob.context()``; ``context().report(...)`` puts its
+counts into the run manifest and summary. Every file left in ``output_dir`` is
+published. Locally (``--package`` takes the archive that ``dsjob pack`` builds)::
+
+    dsjob sample -o data.csv
+    dsjob pack examples --no-upload --out build/
+    dsjob run --input data.csv --output-dir out/ \
+        --script examples/script.py --package build/package.tar.gz
 """
 
 from __future__ import annotations
@@ -33,8 +38,10 @@ def main() -> None:
     """Read, clean, derive, write: one output file for the job to publish."""
     ctx = dsjob.context()
     df = read_input(ctx)
-    LOGGER.info("read %d rows from %s (run %s)", len(df), ctx.input_path.name, ctx.run_id)
+    rows_in = len(df)
+    LOGGER.info("read %d rows from %s (run %s)", rows_in, ctx.input_path.name, ctx.run_id)
     df, dropped = drop_bad_rows(strip_strings(df))
+    ctx.report(rows_in=rows_in, rows_out=len(df), dropped=dropped)
     df = add_derived_columns(df)
     if "id" in df.columns:
         df["id"] = pd.to_numeric(df["id"]).astype("Int64")
