@@ -163,8 +163,11 @@ def test_ctrl_c_during_the_duckdb_step_exits_130_with_the_run_id(tmp_path: Path)
     (tmp_path / "slow.sql").write_text(SLOW_SQL)
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [str(DSJOB), "run", "--input", str(tmp_path / "in.csv"), "--output-dir", str(out)]
-        + ["--transform", str(tmp_path / "slow.sql"), "--run-id", "ctrl-c", "--log-format", "json"],
+        [
+            *(str(DSJOB), "run", "--input", str(tmp_path / "in.csv"), "--output-dir", str(out)),
+            *("--transform", str(tmp_path / "slow.sql"), "--run-id", "ctrl-c"),
+            *("--log-format", "json"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

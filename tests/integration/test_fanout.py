@@ -16,9 +16,9 @@ import duckdb
 import pytest
 
 from dsjob import config, fanout
-from dsjob.cli import run_from_flags
 from dsjob.config import S3Location
 from dsjob.errors import InputError
+from dsjob.runner import run_from_flags
 from dsjob.sample import write_members_csv
 from dsjob.workarea import object_tag
 from tests.conftest import DSJOB, LocalServe
