@@ -61,8 +61,10 @@ def status(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 
 
 def outputs(aws: LocalServe) -> list[str]:
+    """What publish wrote; the status object every CLI run leaves is the runner's."""
     pages = s3(aws).get_paginator("list_objects_v2").paginate(Bucket=OUT)
-    return sorted(o["Key"] for p in pages for o in p.get("Contents", []))
+    found = (o["Key"] for p in pages for o in p.get("Contents", []))
+    return sorted(k for k in found if "/status/" not in k)
 
 
 def put_param(aws: LocalServe, name: str, value: str) -> None:

@@ -45,8 +45,10 @@ def s3(aws: LocalServe) -> S3Client:
 
 
 def keys(aws: LocalServe) -> list[str]:
+    """Outputs, manifests and pointers: the status object every CLI run leaves is the runner's."""
     pages = s3(aws).get_paginator("list_objects_v2").paginate(Bucket=OUT)
-    return sorted(o["Key"] for p in pages for o in p.get("Contents", []))
+    found = (o["Key"] for p in pages for o in p.get("Contents", []))
+    return sorted(k for k in found if "/status/" not in k)
 
 
 def data_keys(aws: LocalServe, ext: str = ".parquet") -> list[str]:
