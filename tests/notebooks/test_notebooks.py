@@ -75,7 +75,7 @@ def test_explore_profiles_the_emulated_input(
 
 
 def test_explore_starts_its_own_emulator_when_none_is_given() -> None:
-    """Without AWS_ENDPOINT_URL, 01-explore starts `dsjob local serve` itself and still runs."""
+    """Without AWS_ENDPOINT_URL, 01-explore starts a seeded emulator in its kernel and runs."""
     out = text_of(execute("01-explore.ipynb"))
     assert "started an emulator at http://127.0.0.1:" in out
     assert "'rows': 1228" in out
@@ -87,7 +87,10 @@ def test_write_your_script_runs_the_job_locally_and_against_the_emulator(
     """02 builds a package and script, runs the job locally and publishes to the emulator."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", local_aws.endpoint)
     out = text_of(execute("02-write-your-script.ipynb"))
-    assert "'status': 'succeeded'" in out
+    # dsjob.run() returned summaries (local, then S3); `dsjob pack <dir>` found member_features/.
+    assert out.count("status='succeeded'") == 2
+    assert "'null_id_or_duplicate':" in out  # the script's report reached the manifest
+    assert "built    package.tar.gz" in out
 
     # What the notebook published is really in the emulator: a CSV and a succeeded manifest.
     s3 = boto3.client("s3", endpoint_url=local_aws.endpoint)
