@@ -32,10 +32,9 @@ def log_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def configure_logging(verbose: bool, log_format: str | None) -> bool:  # noqa: FBT001
     """Configure logging; returns whether JSON lines were chosen (no progress bars then)."""
-    chosen = log_format or os.environ.get("DSJOB_LOG_FORMAT", "auto")
-    return logs.configure(
-        verbose=verbose, json_lines=None if chosen == "auto" else chosen == "json"
-    )
+    # A misspelt DSJOB_LOG_FORMAT is a configuration error (exit 2), not a silent fallback.
+    json_lines = logs.json_choice(log_format or os.environ.get("DSJOB_LOG_FORMAT"))
+    return logs.configure(verbose=verbose, json_lines=json_lines)
 
 
 def _seed_options(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING
 import boto3
 import pytest
 
-from tests.conftest import DSJOB, start_local_serve
+from tests.support.emulator import start_local_serve
+from tests.support.paths import DSJOB
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from tests.conftest import LocalServe
+    from tests.support.emulator import LocalServe
 
 pytestmark = pytest.mark.integration
 
