@@ -9,8 +9,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dsjob_infra import build_app
+from dsjob_infra.node import silence_end_of_life_banner
 
 if __name__ == "__main__":
+    silence_end_of_life_banner()
     try:
         app, _ = build_app()
     except ValueError as error:  # a bad setting: say which, without a traceback

@@ -1,28 +1,40 @@
-# Infrastructure: the CDK app in infra/ (one stack per ENV). Synth needs no AWS account
-# and no CDK CLI; diff and deploy use the CLI pinned in config/versions.conf.
+# Infrastructure: the CDK app in infra/ (a repository stack and a pipeline stack per ENV).
+# Synth needs no AWS account and no CDK CLI; bootstrap, diff and deploy use the CLI
+# pinned in config/versions.conf, running the app with the project venv (infra/cdk.json).
 ENV ?= dev
 INFRA_OUT ?= infra/cdk.out
 AWS_CDK_CLI_VERSION ?= $(shell sed -n 's/^AWS_CDK_CLI_VERSION=//p' config/versions.conf)
 # The tag `make ml-push` pushes: <version>-<git sha>; override to deploy another one.
 IMAGE_TAG ?= $(shell $(PY) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')-$(shell git rev-parse --short=12 HEAD)
 INFRA_CONTEXT ?=
-CDK = cd infra && npx --yes aws-cdk@$(AWS_CDK_CLI_VERSION) --app '$(abspath $(PY)) app.py' \
+# jsii's banner for an end-of-life Node, relayed as b'...' lines (infra/dsjob_infra/node.py).
+JSII_ENV = JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=$(shell node --version 2>/dev/null | sed -n 's/^v\([0-9]*\)\..*/\1/p')
+CDK = cd infra && $(JSII_ENV) npx --yes aws-cdk@$(AWS_CDK_CLI_VERSION) --app '$(abspath $(PY)) app.py' \
 	-c environment=$(ENV) -c imageTag=$(IMAGE_TAG) $(INFRA_CONTEXT)
+# ECR and stack look-ups (boto3 only): region from AWS_REGION, repository from the stack.
+ECR = PYTHONPATH=infra $(PY) -m dsjob_infra.ecr --env $(ENV)
 
-.PHONY: infra-synth infra-diff infra-deploy
+.PHONY: infra-synth infra-diff infra-deploy infra-bootstrap infra-repository infra-platform
 
-infra-synth: setup ## Synthesize the CloudFormation template for ENV (no AWS account needed)
+infra-synth: setup ## Synthesize both CloudFormation templates for ENV (no AWS account needed)
 	@rm -rf $(INFRA_OUT)
-	@CDK_OUTDIR=$(INFRA_OUT) CDK_CONTEXT_JSON='{"environment": "$(ENV)", "imageTag": "$(IMAGE_TAG)"}' \
-		$(PY) infra/app.py
-	@echo "template: $$(ls $(INFRA_OUT)/*.template.json)"
+	@$(JSII_ENV) CDK_OUTDIR=$(INFRA_OUT) \
+		CDK_CONTEXT_JSON='{"environment": "$(ENV)", "imageTag": "$(IMAGE_TAG)"}' $(PY) infra/app.py
+	@echo "templates: $$(ls $(INFRA_OUT)/*.template.json | tr '\n' ' ')"
 
-infra-diff: setup ## Compare the stack for ENV with what is deployed (AWS credentials, npx)
+infra-diff: setup ## Compare the stacks for ENV with what is deployed (AWS credentials, npx)
 	@$(CDK) diff
 
-infra-deploy: setup ## Deploy the stack for ENV=dev|prod with IMAGE_TAG (AWS credentials, npx)
-	@$(CDK) deploy --require-approval broadening
+infra-bootstrap: setup ## Bootstrap CDK once per account and region: aws://ACCOUNT/REGION of your credentials
+	@target=$$($(ECR) target) && echo "bootstrapping $$target" >&2 && $(CDK) bootstrap "$$target"
 
-.PHONY: infra-bootstrap
-infra-bootstrap: ## Bootstrap CDK once per account and region (AWS credentials, npx)
-	@cd infra && npx --yes aws-cdk@$(AWS_CDK_CLI_VERSION) bootstrap
+infra-repository: setup ## Deploy ENV's image repository stack (once, before the first ml-push)
+	@$(CDK) deploy --require-approval broadening DsPreprocessingRepository-$(ENV)
+
+infra-deploy: setup ## Deploy ENV's pipeline with IMAGE_TAG, pinned by digest; refuses a tag not in ECR
+	@digest=$$($(ECR) digest --tag '$(IMAGE_TAG)') \
+		&& echo "deploying $(IMAGE_TAG) = $$digest" >&2 \
+		&& $(CDK) -c imageDigest=$$digest deploy --require-approval broadening DsPreprocessing-$(ENV)
+
+infra-platform: setup ## Print the --platform ENV's task runs (linux/amd64 or linux/arm64)
+	@$(ECR) platform

@@ -19,4 +19,6 @@ if [ "${#notebooks[@]}" -gt 0 ]; then
   # nbstripout --verify exits non-zero when a notebook still carries outputs.
   run "$bin/nbstripout" --verify "${notebooks[@]}"
 fi
+# checkov on the synthesized CloudFormation templates (its own environment and lock).
+run infra/checkov.sh
 exit "$status"

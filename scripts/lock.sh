@@ -47,4 +47,13 @@ for entry in "${locks[@]}"; do
     exit 1
   fi
 done
+# checkov (make lint) lives in its own environment from its own lock: it pins
+# packaging<24, which the project cannot share (infra/checkov.in says why).
+"$UV" pip compile --quiet --universal --generate-hashes --no-header \
+  --python-version 3.11 infra/checkov.in -o "$out/requirements-checkov.lock"
+if [ "$check" = 1 ] && ! diff -q "$out/requirements-checkov.lock" requirements-checkov.lock >/dev/null; then
+  echo "stale lock: requirements-checkov.lock (run 'make lock')" >&2
+  diff -u requirements-checkov.lock "$out/requirements-checkov.lock" | head -40 >&2 || true
+  exit 1
+fi
 [ "$check" = 1 ] && echo "locks are up to date" || echo "locks written"

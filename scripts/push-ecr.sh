@@ -4,8 +4,9 @@
 #   REGISTRY / --registry  push there (no login unless REGISTRY_USER/REGISTRY_PASSWORD are set)
 #   otherwise              ECR: <account>.dkr.ecr.<region>.amazonaws.com, account from STS,
 #                          region from --region / AWS_REGION / AWS_DEFAULT_REGION / the profile,
-#                          login with a token from the ECR API (boto3 in .venv); the repository
-#                          (the image name) must exist (the infra stack creates it)
+#                          login with a token from the ECR API (python -m dsjob_infra.ecr); the
+#                          repository is the RepositoryName output of ENV's (default dev)
+#                          repository stack, else the image name; it must exist
 #   --force                push even when the git tree has uncommitted changes
 #   --dry-run              print the engine commands (the ECR lookup still runs)
 # Engine: CONTAINER_ENGINE, else docker when a daemon answers, else podman. A podman
@@ -20,6 +21,7 @@ region=""
 force=0
 dry_run=0
 images=()
+targets=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --registry) registry=${2:?--registry needs a value}; shift 2 ;;
@@ -70,41 +72,14 @@ if [ -n "$registry" ]; then
 else
   py=${PYTHON:-$root/.venv/bin/python}
   [ -x "$py" ] || { echo "$py not found: run 'make setup' (boto3 resolves the ECR registry)" >&2; exit 1; }
-  repos=()
-  for image in "${images[@]}"; do
-    name=${image##*/}
-    repos+=("${name%%:*}")
-  done
-  # Prints "<registry> <password>" on one line; the password goes to the engine's stdin.
-  resolved=$("$py" - "$region" "${repos[@]}" <<'PY'
-"""Resolve the ECR registry of the current AWS account/region and fetch a login token."""
-
-import base64
-import sys
-
-import boto3
-
-region = sys.argv[1] or None
-session = boto3.Session(region_name=region)
-if session.region_name is None:
-    sys.exit("no AWS region: set AWS_REGION or pass --region")
-account = session.client("sts").get_caller_identity()["Account"]
-ecr = session.client("ecr")
-for repo in sorted(set(sys.argv[2:])):
-    try:
-        ecr.describe_repositories(registryId=account, repositoryNames=[repo])
-    except ecr.exceptions.RepositoryNotFoundException:
-        sys.exit(f"ECR repository {repo!r} does not exist in {account}/{session.region_name}")
-auth = ecr.get_authorization_token(registryIds=[account])["authorizationData"][0]
-user, password = base64.b64decode(auth["authorizationToken"]).decode().split(":", 1)
-if user != "AWS":
-    sys.exit(f"unexpected ECR token user {user!r}")
-host = f"{account}.dkr.ecr.{session.region_name}.amazonaws.com"
-print(host, password)
-PY
-)
-  registry=${resolved%% *}
-  password=${resolved#* }
+  # Line 1 the registry, line 2 the login password, then the ECR target of each image
+  # (its repository: the environment's repository stack output, see dsjob_infra/ecr.py).
+  mapfile -t resolved < <(PYTHONPATH="$root/infra" "$py" -m dsjob_infra.ecr \
+    --region "$region" --env "${ENV:-dev}" login "${images[@]}"; echo "rc=$?")
+  [ "${resolved[-1]}" = rc=0 ] || exit 1
+  registry=${resolved[0]}
+  password=${resolved[1]}
+  targets=("${resolved[@]:2:${#images[@]}}")
   if [ "$dry_run" = 1 ]; then
     show "$engine" login --username AWS --password-stdin "$registry" >&2
   else
@@ -119,10 +94,11 @@ if [ "$(basename "$engine")" = podman ]; then
   case "$registry" in localhost|localhost:*|127.*) tls=(--tls-verify=false) ;; esac
 fi
 
-for image in "${images[@]}"; do
+for index in "${!images[@]}"; do
+  image=${images[$index]}
   # Local name without a registry prefix podman adds (localhost/) or one given.
   local_ref=$image
-  remote="$registry/${image#localhost/}"
+  remote=${targets[$index]:-$registry/${image#localhost/}}
   is_manifest=0
   if [ "$(basename "$engine")" = podman ] && "$engine" manifest inspect "$local_ref" >/dev/null 2>&1; then
     is_manifest=1

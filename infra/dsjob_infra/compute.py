@@ -13,7 +13,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from dsjob_infra.nag import acknowledge
+from dsjob_infra.nag import acknowledge, skip_checkov
 
 if TYPE_CHECKING:
     from dsjob_infra.settings import PipelineSettings
@@ -22,10 +22,12 @@ CONTAINER_NAME = "job"
 LOG_STREAM_PREFIX = "job"
 # Fargate's ceiling; the job needs it to finish publishing or abort cleanly after SIGTERM.
 STOP_TIMEOUT_SECONDS = 120
+HTTPS = 443
+GUARDDUTY_AGENT_REPOSITORY = "aws-guardduty-agent-fargate"
 
 
 class JobCompute(Construct):
-    """ECR repository, network, cluster, task definition and the two task roles."""
+    """The repository reference, network, cluster, task definition and the two task roles."""
 
     def __init__(
         self,
@@ -40,33 +42,31 @@ class JobCompute(Construct):
         """Args: the three buckets the task role is scoped to."""
         super().__init__(scope, construct_id)
         env = settings.environment
-        self.repository = ecr.Repository(
-            self,
-            "Repository",
-            repository_name=settings.repository_name,
-            image_scan_on_push=True,
-            image_tag_mutability=ecr.TagMutability.IMMUTABLE,
-            lifecycle_rules=[
-                ecr.LifecycleRule(
-                    description=f"keep the last {settings.keep_images} images",
-                    max_image_count=settings.keep_images,
-                    tag_status=ecr.TagStatus.ANY,
-                )
-            ],
-            removal_policy=RemovalPolicy.RETAIN,
+        # The repository lives in its own stack (repository.py); referenced by name, not by a
+        # cross-stack export, so either stack can be updated alone.
+        self.repository = ecr.Repository.from_repository_name(
+            self, "Repository", settings.repository_name
         )
-        self.vpc = self._network(settings)
+        self.vpc = self._network(settings, [input_bucket, output_bucket, artifact_bucket])
         self.security_group = ec2.SecurityGroup(
             self,
             "TaskSecurityGroup",
             vpc=self.vpc,
-            description=f"ds-preprocessing-{env} task: no inbound, outbound to AWS APIs",
-            allow_all_outbound=True,
+            description=f"ds-preprocessing-{env} task: no inbound, outbound HTTPS to AWS APIs",
+            allow_all_outbound=False,
         )
+        # Every AWS API (S3 through the gateway endpoint, ECR, SSM, Logs) is HTTPS. DNS to
+        # the VPC resolver is not subject to security groups (VPC User Guide, "Amazon DNS
+        # server"), so TCP 443 is all the task needs.
+        self.security_group.add_egress_rule(
+            ec2.Peer.any_ipv4(), ec2.Port.tcp(HTTPS), "HTTPS to AWS service endpoints"
+        )
+        # A fixed name: IAM statements name the cluster's tasks (task/<cluster>/*) without a Ref.
+        self.cluster_name = f"ds-preprocessing-{env}"
         self.cluster = ecs.Cluster(
             self,
             "Cluster",
-            cluster_name=f"ds-preprocessing-{env}",
+            cluster_name=self.cluster_name,
             vpc=self.vpc,
             container_insights_v2=ecs.ContainerInsights.ENABLED,
         )
@@ -77,6 +77,7 @@ class JobCompute(Construct):
             retention=retention(settings.log_retention_days),
             removal_policy=RemovalPolicy.RETAIN if env == "prod" else RemovalPolicy.DESTROY,
         )
+        skip_checkov(self.log_group, "CKV_AWS_158", LOGS_KMS_REASON)
         self.execution_role = iam.Role(
             self,
             "ExecutionRole",
@@ -101,13 +102,16 @@ class JobCompute(Construct):
             task_role=self.task_role,
             runtime_platform=ecs.RuntimePlatform(
                 operating_system_family=ecs.OperatingSystemFamily.LINUX,
-                cpu_architecture=ecs.CpuArchitecture.X86_64,
+                cpu_architecture=getattr(ecs.CpuArchitecture, settings.cpu_architecture),
             ),
         )
         self.container = self.task_definition.add_container(
             "Job",
             container_name=CONTAINER_NAME,
-            image=ecs.ContainerImage.from_ecr_repository(self.repository, settings.image_tag),
+            # A digest (sha256:...) is written as repo@digest: the exact image ml-push pushed.
+            image=ecs.ContainerImage.from_ecr_repository(
+                self.repository, settings.image_digest or settings.image_tag
+            ),
             essential=True,
             stop_timeout=Duration.seconds(STOP_TIMEOUT_SECONDS),
             logging=ecs.LogDrivers.aws_logs(
@@ -115,13 +119,43 @@ class JobCompute(Construct):
             ),
             environment={"DSJOB_PARAM_PREFIX": settings.param_prefix},
         )
+        self._grant_guardduty_agent_pull()
         acknowledge(
             self.task_definition,
             "AwsSolutions-ECS2",
             "The only variable is the SSM parameter prefix, which is not a secret.",
         )
 
-    def _network(self, settings: PipelineSettings) -> ec2.Vpc:
+    def _grant_guardduty_agent_pull(self) -> None:
+        """Let ECS pull the GuardDuty runtime agent that it adds as a sidecar to each task.
+
+        GuardDuty User Guide, "Prerequisites for AWS Fargate (Amazon ECS only) support":
+        with Runtime Monitoring on, the task execution role must be able to pull the agent
+        image from GuardDuty's repository, which lives in an AWS-owned account per region.
+        """
+        stack = Stack.of(self)
+        self.execution_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="PullGuardDutyAgent",
+                actions=[
+                    "ecr:BatchCheckLayerAvailability",
+                    "ecr:GetDownloadUrlForLayer",
+                    "ecr:BatchGetImage",
+                ],
+                resources=[
+                    f"arn:{stack.partition}:ecr:{stack.region}:*:repository/{GUARDDUTY_AGENT_REPOSITORY}"
+                ],
+            )
+        )
+        acknowledge(
+            self.execution_role,
+            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ecr:{stack.region}:*:"
+            f"repository/{GUARDDUTY_AGENT_REPOSITORY}]",
+            "GuardDuty's agent repository is in an AWS-owned account that differs per region; "
+            "the grant names that one repository.",
+        )
+
+    def _network(self, settings: PipelineSettings, buckets: list[s3.IBucket]) -> ec2.Vpc:
         # Public subnets and no NAT gateway: the task only talks to AWS APIs, a NAT
         # would cost more per month than the monthly job; no inbound rule exists.
         vpc = ec2.Vpc(
@@ -139,18 +173,55 @@ class JobCompute(Construct):
             },
             restrict_default_security_group=False,
         )
+        endpoint = vpc.node.find_child("S3")
+        assert isinstance(endpoint, ec2.GatewayVpcEndpoint)  # noqa: S101 - CDK's own child
+        self._limit_endpoint(endpoint, buckets)
         flow_logs = logs.LogGroup(
             self,
             "FlowLogs",
             retention=retention(settings.log_retention_days),
             removal_policy=RemovalPolicy.DESTROY,
         )
+        skip_checkov(flow_logs, "CKV_AWS_158", LOGS_KMS_REASON)
         vpc.add_flow_log(
             "FlowLog",
             destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs),
             traffic_type=ec2.FlowLogTrafficType.REJECT,
         )
         return vpc
+
+    @staticmethod
+    def _limit_endpoint(endpoint: ec2.GatewayVpcEndpoint, buckets: list[s3.IBucket]) -> None:
+        """Through the S3 endpoint: this stack's buckets and ECR's image layer bucket only.
+
+        ECR User Guide, "Amazon ECR interface VPC endpoints", "Minimum Amazon S3 bucket
+        permissions": image layers are read from prod-<region>-starport-layer-bucket.
+        """
+        stack = Stack.of(endpoint)
+        endpoint.add_to_policy(
+            iam.PolicyStatement(
+                sid="StackBuckets",
+                principals=[iam.AnyPrincipal()],
+                actions=[
+                    "s3:ListBucket",
+                    "s3:GetObject",
+                    "s3:PutObject",
+                    "s3:DeleteObject",
+                    "s3:AbortMultipartUpload",
+                ],
+                resources=[arn for b in buckets for arn in (b.bucket_arn, b.arn_for_objects("*"))],
+            )
+        )
+        endpoint.add_to_policy(
+            iam.PolicyStatement(
+                sid="EcrImageLayers",
+                principals=[iam.AnyPrincipal()],
+                actions=["s3:GetObject"],
+                resources=[
+                    f"arn:{stack.partition}:s3:::prod-{stack.region}-starport-layer-bucket/*"
+                ],
+            )
+        )
 
     def _grant_job(
         self,
@@ -214,6 +285,12 @@ class JobCompute(Construct):
 
 def _logical_ref(bucket: s3.IBucket) -> str:
     return Stack.of(bucket).get_logical_id(bucket.node.default_child)  # type: ignore[arg-type]
+
+
+LOGS_KMS_REASON = (
+    "CloudWatch Logs encrypts every log group at rest with AWS-owned keys; the job logs "
+    "no secrets, and a customer key would add a key policy to keep in step for no gain."
+)
 
 
 def retention(days: int) -> logs.RetentionDays:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 ENVIRONMENTS = ("dev", "prod")
+# States.ArrayRange makes at most 1000 items (Step Functions, "Intrinsic functions").
+MAX_PARTITIONS = 1000
 # Fargate's valid task sizes: vCPU units -> allowed memory (MiB) range and step.
 _FARGATE_MEMORY: dict[int, tuple[int, int, int]] = {
     256: (512, 2048, 512),
@@ -35,7 +37,16 @@ CONTEXT_KEYS = {
     "retryIntervalSeconds": "retry_interval_seconds",
     "logRetentionDays": "log_retention_days",
     "keepImages": "keep_images",
+    "imageDigest": "image_digest",
+    "cpuArchitecture": "cpu_architecture",
+    "alarmEmail": "alarm_email",
+    "taskTimeoutMinutes": "task_timeout_minutes",
+    "executionTimeoutHours": "execution_timeout_hours",
+    "partitions": "partitions",
+    "noncurrentDays": "noncurrent_days",
 }
+# The task's CPU architecture -> the --platform its image must be built for.
+PLATFORMS = {"X86_64": "linux/amd64", "ARM64": "linux/arm64"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,25 @@ class PipelineSettings:
     retry_interval_seconds: int = 60
     log_retention_days: int = 90
     keep_images: int = 20
+    # sha256:... of the image at image_tag, looked up in ECR by `make infra-deploy`
+    # (dsjob_infra.ecr digest); the task pins it, so a re-pushed or expired tag cannot
+    # change what runs. Empty only for synth without an account.
+    image_digest: str = ""
+    # X86_64 or ARM64 (Graviton); the image must be built for PLATFORMS[cpu_architecture].
+    cpu_architecture: str = "X86_64"
+    # Where FAILED/TIMED_OUT executions are mailed (the subscription must be confirmed).
+    alarm_email: str = ""
+    task_timeout_minutes: int = 240
+    execution_timeout_hours: int = 12
+    # Hash partitions of a fan-out run (DSJOB_PARTITIONS); the input may override it.
+    partitions: int = 16
+    # Days a noncurrent output version (or a lone delete marker) is kept.
+    noncurrent_days: int = 30
+
+    @property
+    def image_platform(self) -> str:
+        """The --platform the image for this task must be built for (linux/amd64, linux/arm64)."""
+        return PLATFORMS[self.cpu_architecture]
 
     def __post_init__(self) -> None:
         """Fail synth early with a message naming the bad setting."""
@@ -78,6 +108,25 @@ class PipelineSettings:
             raise ValueError(
                 f"ephemeralStorageGiB must be 21..200, got {self.ephemeral_storage_gib}"
             )
+        self._check_deployment()
+
+    def _check_deployment(self) -> None:
+        """The image, alarm, naming and schedule settings."""
+        if self.cpu_architecture not in PLATFORMS:
+            raise ValueError(
+                f"cpuArchitecture must be one of {sorted(PLATFORMS)}, got {self.cpu_architecture!r}"
+            )
+        if self.image_digest and not re.fullmatch(r"sha256:[0-9a-f]{64}", self.image_digest):
+            raise ValueError(f"imageDigest must be sha256:<64 hex>, got {self.image_digest!r}")
+        if self.alarm_email and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", self.alarm_email):
+            raise ValueError(f"alarmEmail is not an email address: {self.alarm_email!r}")
+        if not self.output_prefix.endswith("/") or re.search(r"['{}\\]", self.output_prefix):
+            raise ValueError(
+                f"outputPrefix must end with '/' and hold no quotes, braces or backslashes: "
+                f"{self.output_prefix!r}"
+            )
+        if self.partitions > MAX_PARTITIONS:
+            raise ValueError(f"partitions must be at most {MAX_PARTITIONS}, got {self.partitions}")
         if not re.fullmatch(r"(cron|rate|at)\(.+\)", self.schedule):
             raise ValueError(f"schedule must look like cron(...), got {self.schedule!r}")
         if not self.param_prefix.startswith("/") or self.param_prefix.endswith("/"):
@@ -87,6 +136,10 @@ class PipelineSettings:
             "transient_retries",
             "retry_interval_seconds",
             "keep_images",
+            "task_timeout_minutes",
+            "execution_timeout_hours",
+            "partitions",
+            "noncurrent_days",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -113,3 +166,9 @@ class PipelineSettings:
         if "environment" not in values:
             raise ValueError("pass the environment: -c environment=dev (or prod)")
         return cls(**values)
+
+
+def stack_name(environment: str, account: str, region: str, part: str = "") -> str:
+    """``ds-preprocessing-<env>[-<part>]-<account>-<region>``: the pipeline or its repository."""
+    middle = f"{environment}-{part}" if part else environment
+    return f"ds-preprocessing-{middle}-{account}-{region}"

@@ -6,17 +6,20 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from aws_cdk import App, CfnOutput, Environment, Fn, Stack, Tags, Validations
+from aws_cdk import App, CfnOutput, Duration, Environment, Fn, Stack, Tags, Validations
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_scheduler_targets as targets
 from aws_cdk import aws_ssm as ssm
 from cdk_nag import AwsSolutionsChecks
 
+from dsjob_infra.alarms import FailureAlarms
 from dsjob_infra.compute import JobCompute
 from dsjob_infra.nag import acknowledge
-from dsjob_infra.settings import PipelineSettings
+from dsjob_infra.repository import RepositoryStack
+from dsjob_infra.settings import PipelineSettings, stack_name
 from dsjob_infra.storage import JobBuckets
 from dsjob_infra.workflow import JobWorkflow
+from dsjob_infra.workflow import machine_name as state_machine_name
 
 if TYPE_CHECKING:
     from constructs import Construct
@@ -25,6 +28,8 @@ if TYPE_CHECKING:
 # stack is named for this placeholder, which `cdk deploy` would refuse to use.
 PLACEHOLDER_ACCOUNT = "000000000000"
 PLACEHOLDER_REGION = "us-east-1"
+SCHEDULE_RETRIES = 10
+SCHEDULE_MAX_EVENT_AGE_HOURS = 6
 # Feature flags this app relies on, set here so `python infra/app.py` and the CLI agree.
 FEATURE_FLAGS = {
     # Grant S3 log delivery through the bucket policy instead of an ACL.
@@ -48,6 +53,7 @@ class PipelineStack(Stack):
         """Args: settings: the deployment's settings; kwargs: Stack props (env, stack_name)."""
         super().__init__(scope, construct_id, **kwargs)
         self.settings = settings
+        self.repository_stack: RepositoryStack | None = None
         env = settings.environment
 
         def name(purpose: str) -> str:
@@ -55,7 +61,9 @@ class PipelineStack(Stack):
 
         Tags.of(self).add("project", "dsjob")
         Tags.of(self).add("environment", env)
-        self.buckets = JobBuckets(self, "Buckets", name=name)
+        self.buckets = JobBuckets(
+            self, "Buckets", name=name, noncurrent_days=settings.noncurrent_days
+        )
         self.compute = JobCompute(
             self,
             "Compute",
@@ -68,14 +76,15 @@ class PipelineStack(Stack):
             self,
             "Workflow",
             settings=settings,
-            cluster=self.compute.cluster,
-            task_definition=self.compute.task_definition,
-            container=self.compute.container,
-            security_group=self.compute.security_group,
-            job_log_group=self.compute.log_group,
+            compute=self.compute,
             input_bucket=self.buckets.input,
+            output_bucket=self.buckets.output,
         )
         self.parameters = self._parameters()
+        self.alarms = FailureAlarms(
+            self, "Alarms", settings=settings, state_machine=self.workflow.state_machine
+        )
+        self.schedule_dlq = self.alarms.dead_letter_queue("ScheduleDeadLetters")
         self.schedule = scheduler.Schedule(
             self,
             "MonthlyRun",
@@ -85,7 +94,16 @@ class PipelineStack(Stack):
             enabled=settings.schedule_enabled,
             target=targets.StepFunctionsStartExecution(
                 self.workflow.state_machine,
-                input=scheduler.ScheduleTargetInput.from_object({}),
+                # EventBridge Scheduler User Guide, "Adding context attributes": the tick's
+                # time, so the run id (monthly-YYYY-MM) is the same for a repeated delivery.
+                input=scheduler.ScheduleTargetInput.from_object(
+                    {"scheduledTime": scheduler.ContextAttribute.scheduled_time}
+                ),
+                # A start that keeps failing (throttled, stack half-deleted) lands in the
+                # dead-letter queue, whose depth alarms the failure topic.
+                dead_letter_queue=self.schedule_dlq,
+                retry_attempts=SCHEDULE_RETRIES,
+                max_event_age=Duration.hours(SCHEDULE_MAX_EVENT_AGE_HOURS),
             ),
         )
         self._acknowledge_generated_policies()
@@ -96,6 +114,8 @@ class PipelineStack(Stack):
             "RepositoryUri": self.compute.repository.repository_uri,
             "StateMachineArn": self.workflow.state_machine.state_machine_arn,
             "JobLogGroup": self.compute.log_group.log_group_name,
+            "FailureTopicArn": self.alarms.topic.topic_arn,
+            "ImagePlatform": settings.image_platform,
         }.items():
             CfnOutput(self, output_id, value=value)
 
@@ -136,7 +156,47 @@ class PipelineStack(Stack):
             f"arn:<AWS::Partition>:states:{self.region}:{self.account}:execution:{machine_name}"
         )
         log_group_id = self.get_logical_id(self.compute.log_group.node.default_child)  # type: ignore[arg-type]
+        output_id = self.get_logical_id(self.buckets.output.node.default_child)  # type: ignore[arg-type]
+        env = self.settings.environment
+        arn = f"arn:<AWS::Partition>:{{}}:{self.region}:{self.account}:{{}}"
+        scoped = [
+            (
+                arn.format("ecs", f"task-definition/ds-preprocessing-{env}:*"),
+                "RunTask names the family; each deploy registers a new revision of it.",
+            ),
+            (
+                arn.format("ecs", f"task/ds-preprocessing-{env}/*"),
+                "Task ids are made at run time; the wildcard stays inside this stack's cluster.",
+            ),
+            (
+                arn.format("states", f"execution:{state_machine_name(env)}:*"),
+                "ListMapRuns on this state machine's executions, named at run time.",
+            ),
+            (
+                arn.format("states", f"mapRun:{state_machine_name(env)}/*"),
+                "ListExecutions of this state machine's map runs, named at run time.",
+            ),
+            (
+                arn.format("states", f"execution:{state_machine_name(env)}/*"),
+                "DescribeExecution of this state machine's map children, named at run time.",
+            ),
+            (
+                f"arn:<AWS::Partition>:s3:::<{output_id}>/*",
+                (
+                    "CDK's grant for the distributed map's ResultWriter, which writes its "
+                    "result files under _map-results/ of the output bucket, covers its objects."
+                ),
+            ),
+            (
+                f"<{output_id}.Arn>/*status/*",
+                "Status objects are <prefix>status/<run-id>.json; the prefix may be set per run.",
+            ),
+        ]
         acknowledgements = [
+            *(
+                (workflow_policy, f"AwsSolutions-IAM5[Resource::{resource}]", reason)
+                for resource, reason in scoped
+            ),
             (
                 execution_policy,
                 "AwsSolutions-IAM5[Resource::*]",
@@ -200,15 +260,28 @@ def build_app(
             f"note: no AWS account in the environment; synthesizing for {PLACEHOLDER_ACCOUNT}",
             file=sys.stderr,
         )
+    account, region = str(env.account), str(env.region)
+    repository = RepositoryStack(
+        app,
+        f"DsPreprocessingRepository-{settings.environment}",
+        settings=settings,
+        env=env,
+        stack_name=stack_name(settings.environment, account, region, "repository"),
+        description=f"dsjob: the ds-preprocessing image repository ({settings.environment})",
+        termination_protection=settings.environment == "prod",
+    )
     stack = PipelineStack(
         app,
         f"DsPreprocessing-{settings.environment}",
         settings=settings,
         env=env,
-        stack_name=f"ds-preprocessing-{settings.environment}-{env.account}-{env.region}",
+        stack_name=stack_name(settings.environment, account, region),
         description=f"dsjob: the scheduled ds-preprocessing pipeline ({settings.environment})",
         termination_protection=settings.environment == "prod",
     )
+    # Deploying the pipeline deploys the repository first; no value crosses stacks.
+    stack.add_stack_dependency(repository)
+    stack.repository_stack = repository
     if nag:
         Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return app, stack

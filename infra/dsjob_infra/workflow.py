@@ -1,48 +1,41 @@
-"""The Step Functions workflow that runs the job on Fargate, once or once per input object.
+"""The Step Functions workflow: one job run, or a map → reduce → commit fan-out over a prefix.
 
 Shape (JSONPath)::
 
-    Defaults → Merge → Fan out? ──no──→ Single run → [Run job block] ──→ Succeeded
-                            └─yes─→ Distributed Map over s3://input/<prefix>
-                                      └ per object: [Run job block]
-    any failure ─→ Catch → Job failed (Fail; error = Dsjob.*, cause = the job's status line)
+    Defaults → Merge → run id (monthly-YYYY-MM from scheduledTime, else the execution name)
+      → status key → Fan out?
+        no  → [single job block] ───────────────────────────────────────────→ Succeeded
+        yes → List prefix → Empty? → Fail Dsjob.EmptyInput
+                 └→ Map objects (distributed, ItemReader ListObjectsV2, ResultWriter → S3;
+                      per item: size > 0 and not a folder marker → [map job block])
+                 └→ Reduce partitions (Map over 0..P-1 → [reduce job block])
+                 └→ [commit job block] → Succeeded
+    any failure → Job failed (error = Dsjob.*, cause = the job's status object)
 
-The run job block is a one-branch Parallel, because only Task, Parallel and
-Map states can Retry and the decision "is this retryable?" is made by states
-*after* the ECS task, from its exit code::
-
-    Run task (.sync) ─ok─→ Has exit code? ─no─→ Fail Dsjob.TaskFailedToStart  (retried)
-      │ States.TaskFailed          │ yes
-      └→ Parse cause ──────────────┤→ exit 0 → Done
-                                   └→ Read status line (CloudWatch Logs) → Classify
-                                        5 → Fail Dsjob.Transient            (retried)
-                                        2/3/4/143/other → Fail Dsjob.Config/Input/UserCode/
-                                                          Terminated/Failed (not retried)
-
-ECS .sync reports a non-zero exit as ``States.TaskFailed`` whose cause is the
-task description as JSON; parsing it gives the same shape as a successful
-result, so one Choice classifies both.  The block's Retry covers only
-``Dsjob.Transient`` and ``Dsjob.TaskFailedToStart`` (full jitter, bounded
-delay and attempts); ECS API errors (capacity, 5xx) are retried on the Run
-task state itself.
+A failed distributed map reports only ``States.ExceedToleratedFailureThreshold``; the
+failed child execution's own error and cause are looked up (ListMapRuns →
+ListExecutions FAILED → DescribeExecution) so the shard's error becomes the cause.
+Each task gets the environment overrides of the fan-out task contract (contracts.md).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from aws_cdk import Duration, Token
-from aws_cdk import aws_ec2 as ec2
-from aws_cdk import aws_ecs as ecs
+from aws_cdk import Duration, Stack, Token
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from dsjob_infra.compute import CONTAINER_NAME, LOG_STREAM_PREFIX, retention
+from dsjob_infra.compute import LOGS_KMS_REASON, retention
+from dsjob_infra.job_block import JobBlock
+from dsjob_infra.nag import skip_checkov
 
 if TYPE_CHECKING:
+    from dsjob_infra.compute import JobCompute
     from dsjob_infra.settings import PipelineSettings
 
 # Execution input field -> the job's override variable. A missing field becomes "",
@@ -56,21 +49,16 @@ INPUT_OVERRIDES = {
     "packageKey": "DSJOB_PACKAGE_KEY",
     "transformKey": "DSJOB_TRANSFORM_KEY",
 }
-# The job's exit codes (src/dsjob/errors.py) -> the error name the workflow fails with.
-EXIT_CODE_ERRORS = {
-    5: "Dsjob.Transient",
-    2: "Dsjob.Config",
-    3: "Dsjob.Input",
-    4: "Dsjob.UserCode",
-    143: "Dsjob.Terminated",
-}
-RETRYABLE_ERRORS = ["Dsjob.Transient", "Dsjob.TaskFailedToStart"]
-ECS_API_ERRORS = ["ECS.AmazonECSException", "ECS.ServerException"]
-MAX_RETRY_DELAY = Duration.minutes(10)
+MAP_RESULTS_PREFIX = "_map-results"
+
+
+def machine_name(environment: str) -> str:
+    """The state machine's fixed name (IAM statements name its executions without a Ref)."""
+    return f"ds-preprocessing-{environment}"
 
 
 class JobWorkflow(Construct):
-    """The state machine, its log group, and the run job block it uses twice."""
+    """The state machine, its log group, and the job blocks it runs."""
 
     def __init__(
         self,
@@ -78,27 +66,18 @@ class JobWorkflow(Construct):
         construct_id: str,
         *,
         settings: PipelineSettings,
-        cluster: ecs.ICluster,
-        task_definition: ecs.FargateTaskDefinition,
-        container: ecs.ContainerDefinition,
-        security_group: ec2.ISecurityGroup,
-        job_log_group: logs.ILogGroup,
+        compute: JobCompute,
         input_bucket: s3.IBucket,
+        output_bucket: s3.IBucket,
     ) -> None:
-        """Args: the ECS pieces the task runs with, and the bucket a fan-out lists."""
+        """Args: the ECS pieces the tasks run with, the bucket a fan-out lists, the outputs."""
         super().__init__(scope, construct_id)
         self._settings = settings
-        self._cluster = cluster
-        self._task_definition = task_definition
-        self._container = container
-        self._security_group = security_group
-        self._job_log_group = job_log_group
-
-        failed = sfn.Fail(
-            self,
-            "Job failed",
-            error_path="$.error.Error",
-            cause_path="$.error.Cause",
+        self._input_bucket = input_bucket
+        self._output_bucket = output_bucket
+        self._blocks = JobBlock(self, settings, compute, output_bucket)
+        self.failed = sfn.Fail(
+            self, "Job failed", error_path="$.error.Error", cause_path="$.error.Cause"
         )
         succeeded = sfn.Succeed(self, "Succeeded")
         defaults = sfn.Pass(
@@ -108,6 +87,8 @@ class JobWorkflow(Construct):
                 "defaults": {
                     "inputKey": "",
                     "inputPrefix": "",
+                    "scheduledTime": "",
+                    "partitions": settings.partitions,
                     **dict.fromkeys(INPUT_OVERRIDES, ""),
                 },
                 "input": sfn.JsonPath.entire_payload,
@@ -122,248 +103,358 @@ class JobWorkflow(Construct):
                 )
             },
         )
-        single = sfn.Pass(
-            self,
-            "Single run",
-            parameters={
-                "job": sfn.JsonPath.object_at("$.job"),
-                "inputKey": sfn.JsonPath.string_at("$.job.inputKey"),
-                "runId": sfn.JsonPath.execution_name,
-            },
-        )
-        single_block = self._job_block("").add_catch(failed, result_path="$.error")
-        fan_out = self._fan_out(input_bucket).add_catch(failed, result_path="$.error")
-
-        definition = defaults.next(merge).next(
+        single = self._blocks.build("", self._environment("single", "$.job.inputKey"))
+        single.add_catch(self.failed, result_path="$.error")
+        fan_out = self._fan_out(succeeded)
+        route = (
             sfn.Choice(self, "Fan out?")
             .when(
                 sfn.Condition.not_(sfn.Condition.string_equals("$.job.inputPrefix", "")),
-                fan_out.next(succeeded),
+                fan_out,
             )
-            .otherwise(single.next(single_block).next(succeeded))
+            .otherwise(single.next(succeeded))
         )
+        definition = defaults.next(merge).next(self._run_identity(route))
         self.log_group = logs.LogGroup(
             self,
             "ExecutionLogs",
             log_group_name=f"/aws/vendedlogs/states/ds-preprocessing-{settings.environment}",
             retention=retention(settings.log_retention_days),
         )
+        skip_checkov(self.log_group, "CKV_AWS_158", LOGS_KMS_REASON)
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",
-            state_machine_name=f"ds-preprocessing-{settings.environment}",
+            state_machine_name=machine_name(settings.environment),
             definition_body=sfn.DefinitionBody.from_chainable(definition),
             state_machine_type=sfn.StateMachineType.STANDARD,
+            # The execution fails with States.Timeout (and the running task is stopped).
+            timeout=Duration.hours(settings.execution_timeout_hours),
             tracing_enabled=True,
             logs=sfn.LogOptions(
                 destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True
             ),
         )
+        self.grant_run_task(compute)
 
-    def _fan_out(self, input_bucket: s3.IBucket) -> sfn.DistributedMap:
-        """One ECS task per object under the execution input's ``inputPrefix``."""
-        fan_out = sfn.DistributedMap(
+    def _environment(
+        self, phase: str, input_key: str | None = None, **extra: str
+    ) -> dict[str, str]:
+        """The container overrides of one phase (contracts.md, fan-out task contract)."""
+        environment = {
+            "DSJOB_PHASE": phase,
+            "DSJOB_RUN_ID": "$.run.id",
+            "DSJOB_SCHEDULED_TIME": "$.job.scheduledTime",
+        }
+        if input_key is not None:
+            environment["DSJOB_INPUT_KEY"] = input_key
+        environment.update(extra)
+        environment.update({v: f"$.job.{field}" for field, v in INPUT_OVERRIDES.items()})
+        return environment
+
+    def _run_identity(self, then: sfn.IChainable) -> sfn.IChainable:
+        """``$.run``: the run id, the status object's key, P as a string (ECS wants strings)."""
+        # EventBridge Scheduler's <aws.scheduler.scheduled-time> is ISO 8601 in UTC
+        # (2027-01-15T09:00:00Z): its first two '-' fields are the year and the month.
+        parts = sfn.JsonPath.string_split(sfn.JsonPath.string_at("$.job.scheduledTime"), "-")
+        scheduled = sfn.Pass(
             self,
-            "Run per object",
-            item_reader=sfn.S3ObjectsItemReader(
-                bucket=input_bucket, prefix=sfn.JsonPath.string_at("$.job.inputPrefix")
+            "Scheduled run id",
+            parameters={
+                "id": sfn.JsonPath.format(
+                    "monthly-{}-{}",
+                    sfn.JsonPath.array_get_item(parts, 0),
+                    sfn.JsonPath.array_get_item(parts, 1),
+                )
+            },
+            result_path="$.run",
+        )
+        manual = sfn.Pass(
+            self,
+            "Manual run id",
+            parameters={"id": sfn.JsonPath.execution_name},
+            result_path="$.run",
+        )
+
+        run_id = sfn.JsonPath.string_at("$.run.id")
+
+        def status(name: str, key: str) -> sfn.Pass:
+            return sfn.Pass(
+                self,
+                name,
+                parameters={
+                    "id": run_id,
+                    "statusKey": key,
+                    "partitions": sfn.JsonPath.format(
+                        "{}", sfn.JsonPath.string_at("$.job.partitions")
+                    ),
+                },
+                result_path="$.run",
+            )
+
+        # The synth-time prefix is the SSM output-prefix parameter this stack writes.
+        default_prefix = status(
+            "Status key (parameter prefix)",
+            sfn.JsonPath.format(f"{self._settings.output_prefix}status/{{}}.json", run_id),
+        )
+        given_prefix = status(
+            "Status key (input prefix)",
+            sfn.JsonPath.format(
+                "{}status/{}.json", sfn.JsonPath.string_at("$.job.outputPrefix"), run_id
             ),
+        )
+        default_prefix.next(then)
+        given_prefix.next(then)
+        prefix = (
+            sfn.Choice(self, "Output prefix given?")
+            .when(sfn.Condition.string_equals("$.job.outputPrefix", ""), default_prefix)
+            .otherwise(given_prefix)
+        )
+        scheduled.next(prefix)
+        manual.next(prefix)
+        return (
+            sfn.Choice(self, "Scheduled?")
+            .when(sfn.Condition.string_equals("$.job.scheduledTime", ""), manual)
+            .otherwise(scheduled)
+        )
+
+    def _fan_out(self, succeeded: sfn.Succeed) -> sfn.IChainable:
+        """Map (one task per data object) → reduce (one per partition) → commit."""
+        listing = tasks.CallAwsService(
+            self,
+            "List input prefix",
+            service="s3",
+            action="listObjectsV2",
+            iam_action="s3:ListBucket",
+            iam_resources=[self._input_bucket.bucket_arn],
+            parameters={
+                "Bucket": self._input_bucket.bucket_name,
+                "Prefix": sfn.JsonPath.string_at("$.job.inputPrefix"),
+                "MaxKeys": 1,
+            },
+            result_selector={"count": sfn.JsonPath.number_at("$.KeyCount")},
+            result_path="$.listing",
+        )
+        listing.add_catch(self.failed, result_path="$.error")
+        empty = sfn.Fail(
+            self,
+            "Empty input prefix",
+            error="Dsjob.EmptyInput",
+            cause_path=sfn.JsonPath.format(
+                f"no input objects under s3://{self._input_bucket.bucket_name}/{{}}: "
+                "nothing to fan out over",
+                sfn.JsonPath.string_at("$.job.inputPrefix"),
+            ),
+        )
+        map_objects = self._map_objects()
+        partitions = sfn.Pass(
+            self,
+            "Partition numbers",
+            parameters={
+                "numbers": sfn.JsonPath.array_range(
+                    0,
+                    Token.as_number(
+                        sfn.JsonPath.math_add(sfn.JsonPath.number_at("$.job.partitions"), -1)
+                    ),
+                    1,
+                )
+            },
+            result_path="$.partitions",
+        )
+        reduce = sfn.Map(
+            self,
+            "Reduce partitions",
+            items_path="$.partitions.numbers",
             item_selector={
                 "job": sfn.JsonPath.object_at("$.job"),
-                "inputKey": sfn.JsonPath.string_at("$$.Map.Item.Value.Key"),
-                "runId": sfn.JsonPath.format(
-                    "{}-{}",
-                    sfn.JsonPath.execution_name,
-                    sfn.JsonPath.string_at("$$.Map.Item.Index"),
+                "run": sfn.JsonPath.object_at("$.run"),
+                "partition": sfn.JsonPath.format("{}", sfn.JsonPath.string_at("$$.Map.Item.Value")),
+            },
+            max_concurrency=self._settings.max_concurrency,
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        reduce.item_processor(
+            self._blocks.build(
+                "Reduce ",
+                self._environment(
+                    "reduce", DSJOB_PARTITION="$.partition", DSJOB_PARTITIONS="$.run.partitions"
                 ),
+            )
+        )
+        # An inline Map fails with the failing iteration's own error and cause.
+        reduce.add_catch(self.failed, result_path="$.error")
+        commit = self._blocks.build(
+            "Commit ", self._environment("commit", DSJOB_PARTITIONS="$.run.partitions")
+        )
+        commit.add_catch(self.failed, result_path="$.error")
+        map_objects.next(partitions).next(reduce).next(commit).next(succeeded)
+        return listing.next(
+            sfn.Choice(self, "Any input objects?")
+            .when(sfn.Condition.number_equals("$.listing.count", 0), empty)
+            .otherwise(map_objects)
+        )
+
+    def _map_objects(self) -> sfn.DistributedMap:
+        map_objects = sfn.DistributedMap(
+            self,
+            "Map objects",
+            item_reader=sfn.S3ObjectsItemReader(
+                bucket=self._input_bucket, prefix=sfn.JsonPath.string_at("$.job.inputPrefix")
+            ),
+            # ListObjectsV2 items carry Key and Size (Step Functions, "ItemReader").
+            item_selector={
+                "job": sfn.JsonPath.object_at("$.job"),
+                "run": sfn.JsonPath.object_at("$.run"),
+                "key": sfn.JsonPath.string_at("$$.Map.Item.Value.Key"),
+                "size": sfn.JsonPath.number_at("$$.Map.Item.Value.Size"),
             },
             max_concurrency=self._settings.max_concurrency,
             tolerated_failure_percentage=0,
             map_execution_type=sfn.StateMachineType.STANDARD,
-            # Per-object results stay in the child executions; the parent output stays small.
-            result_path=sfn.JsonPath.DISCARD,
+            # Child results go to S3, not into the 256 KiB state payload.
+            result_writer=sfn.ResultWriter(bucket=self._output_bucket, prefix=MAP_RESULTS_PREFIX),
+            result_path="$.mapRun",
         )
-        skip_folder = sfn.Pass(self, "Skip folder marker")
-        fan_out.item_processor(
-            sfn.Choice(self, "Folder marker?")
-            .when(sfn.Condition.string_matches("$.inputKey", "*/"), skip_folder)
-            .otherwise(self._job_block("Item "))
-        )
-        return fan_out
-
-    def _job_block(self, prefix: str) -> sfn.Parallel:
-        """Run task → classify its exit code, wrapped so the classification can be retried."""
-        run = self._run_task(prefix)
-        parse = sfn.Pass(
-            self,
-            f"{prefix}Parse failed task",
-            parameters={
-                "runId": sfn.JsonPath.string_at("$.runId"),
-                "task": sfn.JsonPath.string_to_json(sfn.JsonPath.string_at("$.failure.Cause")),
-            },
-        )
-        run.add_catch(parse, errors=["States.TaskFailed"], result_path="$.failure")
-        not_started = sfn.Fail(
-            self,
-            f"{prefix}Task failed to start",
-            error="Dsjob.TaskFailedToStart",
-            cause_path=sfn.JsonPath.format(
-                "task {} stopped before its container exited: {}",
-                sfn.JsonPath.string_at("$.task.TaskArn"),
-                sfn.JsonPath.string_at("$.task.StoppedReason"),
-            ),
-        )
-        done = sfn.Pass(
-            self,
-            f"{prefix}Done",
-            parameters={
-                "runId": sfn.JsonPath.string_at("$.runId"),
-                "taskArn": sfn.JsonPath.string_at("$.task.TaskArn"),
-            },
-        )
-        classify = sfn.Choice(self, f"{prefix}Classify exit code")
-        for code, error in EXIT_CODE_ERRORS.items():
-            classify.when(
-                sfn.Condition.number_equals("$.task.Containers[0].ExitCode", code),
-                sfn.Fail(self, f"{prefix}{error}", error=error, cause_path="$.statusLine"),
+        skip = sfn.Pass(self, "Skip empty or folder marker")
+        map_objects.item_processor(
+            sfn.Choice(self, "Data file?")
+            .when(
+                sfn.Condition.or_(
+                    sfn.Condition.string_matches("$.key", "*/"),
+                    sfn.Condition.number_equals("$.size", 0),
+                ),
+                skip,
             )
-        classify.otherwise(
-            sfn.Fail(self, f"{prefix}Other exit", error="Dsjob.Failed", cause_path="$.statusLine")
-        )
-        status_line = self._read_status_line(prefix, classify)
-        exit_code = (
-            sfn.Choice(self, f"{prefix}Exit code 0?")
-            .when(sfn.Condition.number_equals("$.task.Containers[0].ExitCode", 0), done)
-            .otherwise(status_line)
-        )
-        has_exit_code = (
-            sfn.Choice(self, f"{prefix}Has exit code?")
-            .when(sfn.Condition.is_present("$.task.Containers[0].ExitCode"), exit_code)
-            .otherwise(not_started)
-        )
-        run.next(has_exit_code)
-        parse.next(has_exit_code)
-        block = sfn.Parallel(
-            self,
-            f"{prefix}Run job",
-            result_selector={
-                "runId": sfn.JsonPath.string_at("$[0].runId"),
-                "taskArn": sfn.JsonPath.string_at("$[0].taskArn"),
-            },
-        )
-        block.branch(run)
-        block.add_retry(
-            errors=RETRYABLE_ERRORS,
-            interval=Duration.seconds(self._settings.retry_interval_seconds),
-            backoff_rate=2,
-            max_attempts=self._settings.transient_retries,
-            max_delay=MAX_RETRY_DELAY,
-            jitter_strategy=sfn.JitterType.FULL,
-        )
-        return block
-
-    def _run_task(self, prefix: str) -> tasks.EcsRunTask:
-        environment = [
-            tasks.TaskEnvironmentVariable(
-                name="DSJOB_RUN_ID", value=sfn.JsonPath.string_at("$.runId")
-            ),
-            tasks.TaskEnvironmentVariable(
-                name="DSJOB_INPUT_KEY", value=sfn.JsonPath.string_at("$.inputKey")
-            ),
-            *(
-                tasks.TaskEnvironmentVariable(
-                    name=variable, value=sfn.JsonPath.string_at(f"$.job.{field}")
+            .otherwise(
+                self._blocks.build(
+                    "Map ",
+                    self._environment("map", "$.key", DSJOB_PARTITIONS="$.run.partitions"),
                 )
-                for field, variable in INPUT_OVERRIDES.items()
+            )
+        )
+        map_objects.add_catch(self._failed_shard(), result_path="$.error")
+        return map_objects
+
+    def _failed_shard(self) -> sfn.IChainable:
+        """The first failed child execution's error and cause, else the map's own error."""
+        stack = Stack.of(self)
+        name = machine_name(self._settings.environment)
+        base = f"arn:{stack.partition}:states:{stack.region}:{stack.account}"
+
+        def call(
+            construct_id: str,
+            action: str,
+            iam: str,
+            resource: str,
+            **kw: Any,  # noqa: ANN401 - CallAwsService's own keyword arguments
+        ) -> tasks.CallAwsService:
+            state = tasks.CallAwsService(
+                self,
+                construct_id,
+                service="sfn",
+                action=action,
+                iam_action=f"states:{iam}",
+                iam_resources=[resource],
+                **kw,
+            )
+            # Any failure of the look-up keeps the map's own error in $.error.
+            state.add_catch(self.failed, result_path="$.lookupError")
+            return state
+
+        map_runs = call(
+            "Find map run",
+            "listMapRuns",
+            "ListMapRuns",
+            f"{base}:execution:{name}:*",
+            parameters={"ExecutionArn": sfn.JsonPath.string_at("$$.Execution.Id")},
+            result_selector={"arn": sfn.JsonPath.string_at("$.MapRuns[0].MapRunArn")},
+            result_path="$.shard",
+        )
+        failed = call(
+            "Find failed shard",
+            "listExecutions",
+            "ListExecutions",
+            f"{base}:mapRun:{name}/*",
+            parameters={
+                "MapRunArn": sfn.JsonPath.string_at("$.shard.arn"),
+                "StatusFilter": "FAILED",
+                "MaxResults": 1,
+            },
+            result_selector={"arn": sfn.JsonPath.string_at("$.Executions[0].ExecutionArn")},
+            result_path="$.shard",
+        )
+        describe = call(
+            "Describe failed shard",
+            "describeExecution",
+            "DescribeExecution",
+            f"{base}:execution:{name}/*",
+            parameters={"ExecutionArn": sfn.JsonPath.string_at("$.shard.arn")},
+            result_selector={
+                "Error": sfn.JsonPath.string_at("$.Error"),
+                "Cause": sfn.JsonPath.string_at("$.Cause"),
+            },
+            result_path="$.error",
+        )
+        return map_runs.next(failed).next(describe).next(self.failed)
+
+    def grant_run_task(self, compute: JobCompute) -> None:
+        """What RunTask.sync needs, each scoped to this stack (the state is written out by hand).
+
+        Step Functions Developer Guide, "IAM policies for Amazon ECS/Fargate" (.sync):
+        RunTask, StopTask, DescribeTasks, the managed EventBridge rule, and PassRole; ECS
+        Developer Guide, "Tagging your resources": tagging at launch needs ecs:TagResource.
+        """
+        stack = Stack.of(self)
+        role = self.state_machine.role
+        cluster_arn = compute.cluster.cluster_arn
+        family = compute.task_definition.family
+        # The cluster's fixed name, not its Ref: ARNs of its tasks are task/<cluster>/<id>.
+        tasks_arn = stack.format_arn(
+            service="ecs",
+            resource="task",
+            resource_name=f"{compute.cluster_name}/*",
+        )
+        on_cluster = {"ArnEquals": {"ecs:cluster": cluster_arn}}
+        statements = [
+            iam.PolicyStatement(
+                sid="RunJobTask",
+                actions=["ecs:RunTask"],
+                resources=[
+                    stack.format_arn(
+                        service="ecs", resource="task-definition", resource_name=f"{family}:*"
+                    )
+                ],
+                conditions=on_cluster,
+            ),
+            iam.PolicyStatement(
+                sid="WatchAndStopJobTasks",
+                actions=["ecs:StopTask", "ecs:DescribeTasks"],
+                resources=[tasks_arn],
+                conditions=on_cluster,
+            ),
+            iam.PolicyStatement(
+                sid="TagJobTasksAtLaunch",
+                actions=["ecs:TagResource"],
+                resources=[tasks_arn],
+                conditions={"StringEquals": {"ecs:CreateAction": "RunTask"}},
+            ),
+            iam.PolicyStatement(
+                sid="PassJobRoles",
+                actions=["iam:PassRole"],
+                resources=[compute.task_role.role_arn, compute.execution_role.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
+            ),
+            iam.PolicyStatement(
+                sid="SyncEventRule",
+                actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+                resources=[
+                    stack.format_arn(
+                        service="events",
+                        resource="rule",
+                        resource_name="StepFunctionsGetEventsForECSTaskRule",
+                    )
+                ],
             ),
         ]
-        run = tasks.EcsRunTask(
-            self,
-            f"{prefix}Run task",
-            integration_pattern=sfn.IntegrationPattern.RUN_JOB,
-            cluster=self._cluster,
-            task_definition=self._task_definition,
-            launch_target=tasks.EcsFargateLaunchTarget(
-                platform_version=ecs.FargatePlatformVersion.LATEST
-            ),
-            assign_public_ip=True,
-            subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC),
-            security_groups=[self._security_group],
-            container_overrides=[
-                tasks.ContainerOverride(
-                    container_definition=self._container, environment=environment
-                )
-            ],
-            propagated_tag_source=ecs.PropagatedTagSource.TASK_DEFINITION,
-            result_path="$.task",
-        )
-        run.add_retry(
-            errors=ECS_API_ERRORS,
-            interval=Duration.seconds(self._settings.retry_interval_seconds),
-            backoff_rate=2,
-            max_attempts=self._settings.transient_retries,
-            max_delay=MAX_RETRY_DELAY,
-            jitter_strategy=sfn.JitterType.FULL,
-        )
-        return run
-
-    def _read_status_line(self, prefix: str, then: sfn.IChainable) -> sfn.IChainable:
-        """Fetch the last line the job logged: its one-line JSON status (exit code, error)."""
-        task_arn_parts = sfn.JsonPath.string_split(sfn.JsonPath.string_at("$.task.TaskArn"), "/")
-        # The id is the ARN's last segment in both the short and the long ARN format.
-        last_index = sfn.JsonPath.math_add(
-            Token.as_number(sfn.JsonPath.array_length(task_arn_parts)), -1
-        )
-        task_id = sfn.JsonPath.array_get_item(task_arn_parts, Token.as_number(last_index))
-        read = tasks.CallAwsService(
-            self,
-            f"{prefix}Read status line",
-            service="cloudwatchlogs",
-            action="getLogEvents",
-            iam_action="logs:GetLogEvents",
-            iam_resources=[
-                self._job_log_group.log_group_arn,
-                f"{self._job_log_group.log_group_arn}:*",
-            ],
-            parameters={
-                "LogGroupName": self._job_log_group.log_group_name,
-                # awslogs names streams <prefix>/<container>/<task id>.
-                "LogStreamName": sfn.JsonPath.format(
-                    f"{LOG_STREAM_PREFIX}/{CONTAINER_NAME}/{{}}", task_id
-                ),
-                "Limit": 1,
-                "StartFromHead": False,
-            },
-            result_selector={"events": sfn.JsonPath.list_at("$.Events")},
-            result_path="$.log",
-        )
-        with_line = sfn.Pass(
-            self,
-            f"{prefix}Status line",
-            parameters={
-                "runId": sfn.JsonPath.string_at("$.runId"),
-                "task": sfn.JsonPath.object_at("$.task"),
-                "statusLine": sfn.JsonPath.string_at("$.log.events[0].Message"),
-            },
-        )
-        without_line = sfn.Pass(
-            self,
-            f"{prefix}No status line",
-            parameters={
-                "runId": sfn.JsonPath.string_at("$.runId"),
-                "task": sfn.JsonPath.object_at("$.task"),
-                "statusLine": sfn.JsonPath.format(
-                    "exit code {}; the job logged no status line",
-                    sfn.JsonPath.string_at("$.task.Containers[0].ExitCode"),
-                ),
-            },
-        )
-        read.add_catch(without_line, result_path="$.logError")
-        read.next(
-            sfn.Choice(self, f"{prefix}Logged a line?")
-            .when(sfn.Condition.is_present("$.log.events[0].Message"), with_line)
-            .otherwise(without_line)
-        )
-        with_line.next(then)
-        without_line.next(then)
-        return read
+        for statement in statements:
+            role.add_to_principal_policy(statement)

@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO / "infra"))
 
 @dataclass(frozen=True)
 class Synth:
-    """The synthesized dev stack: the CDK objects, the template as a dict, and where it is."""
+    """The synthesized dev stacks: the CDK objects, the templates as dicts, and where it is."""
 
     app: Any
     stack: Any
@@ -29,6 +29,7 @@ class Synth:
     resources: dict[str, Any]
     path: Path
     seconds: float
+    repository: dict[str, Any]
 
     def of_type(self, resource_type: str) -> dict[str, Any]:
         """The resources of one CloudFormation type, by logical id."""
@@ -45,6 +46,9 @@ class Synth:
 @pytest.fixture(scope="session")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
     """Synthesize the dev stack once, through app.synth() so cdk-nag's validation runs."""
+    from dsjob_infra.node import silence_end_of_life_banner  # noqa: PLC0415
+
+    silence_end_of_life_banner()
     from aws_cdk.assertions import Template  # noqa: PLC0415 - starts jsii; only when needed
 
     from dsjob_infra import build_app  # noqa: PLC0415
@@ -56,6 +60,9 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
     seconds = time.monotonic() - started
     path = outdir / f"{stack.artifact_id}.template.json"
     data = json.loads(path.read_text())
+    repository = json.loads(
+        (outdir / f"{stack.repository_stack.artifact_id}.template.json").read_text()
+    )
     print(f"synth of {stack.stack_name}: {seconds:.1f} s")
     return Synth(
         app=app,
@@ -64,4 +71,5 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
         resources=data["Resources"],
         path=path,
         seconds=seconds,
+        repository=repository,
     )

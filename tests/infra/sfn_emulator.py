@@ -1,4 +1,4 @@
-"""A moto server that executes state machines, with the three gaps the workflow needs filled.
+"""A moto server that executes state machines, with the gaps the workflow needs filled.
 
 Run as ``python sfn_emulator.py PORT OUTCOMES_JSON``; it serves until killed.
 
@@ -15,28 +15,42 @@ definition, and only these are changed:
 2. The aws-sdk service name ``cloudwatchlogs`` (Step Functions' name for
    CloudWatch Logs) is mapped to boto's ``logs``.
 3. There is no container: moto's ECS task always "exits" 0.  The test scripts
-   what the container would have done per run id (the ``DSJOB_RUN_ID``
-   override the workflow passes): an exit code (or none, for a task that never
-   started), a stopped reason, and the status line the job prints last, which
-   is written to the task's awslogs stream as the awslogs driver would.
+   what the container would have done per run (the ``DSJOB_RUN_ID`` override,
+   optionally ``/<phase>`` and ``/<input key or partition>``): an exit code (or
+   none, for a task that never started), a stopped reason, a ``StopCode``, the
+   container's ``Reason``, a GuardDuty sidecar listed before the job container
+   (ECS API Reference, "Task": ``containers`` has no defined order), and the
+   status line the job prints last, written to the task's awslogs stream as the
+   awslogs driver would.  ``"failures"`` makes RunTask start nothing and answer
+   with that Failures list (ECS API Reference, "RunTask", "Failure"); the
+   state then fails with ``AmazonECS.Unknown``, which is what issue 10 reports
+   AWS does (our model: moto has no such path, it indexes ``Tasks[0]``).
 
 4. moto wraps the value of a definite path through an array index
    (``$.task.Containers[0].ExitCode``) in a one-element list (its fix for
    moto#7825); Step Functions returns the value itself.  Restored for paths
-   without wildcards, slices or filters.
+   without wildcards, slices or filters.  Conversely moto unwraps a filter
+   (``[?(@.Name == 'job')]``) that matches once; Step Functions always returns
+   a filter's matches as a list ("Paths" in the Developer Guide).  Restored.
 5. moto's ECS ``.sync`` returns the stopped task as output whatever the exit
    code; Step Functions fails the state with ``States.TaskFailed`` and the task
-   description as JSON cause when the essential container exits non-zero or
-   never starts.  That behaviour is the default here; an outcome with
-   ``"sync_output": true`` keeps moto's, so both shapes reach the workflow.
+   description as JSON cause when the essential container (here: the one named
+   ``job``; the sidecar is not essential) exits non-zero or never starts.  That
+   behaviour is the default here; an outcome with ``"sync_output": true``
+   keeps moto's, so both shapes reach the workflow.
 
 Everything else — Choice, Retry with backoff and jitter, Catch, Parallel,
-Map, intrinsic functions, Fail's ErrorPath/CausePath, ECS RunTask/DescribeTasks
-and CloudWatch Logs GetLogEvents against moto — is moto's own.
+Map, ItemReader (ListObjectsV2), intrinsic functions, Fail's ErrorPath/CausePath,
+ECS RunTask/DescribeTasks, S3 GetObject and CloudWatch Logs GetLogEvents against
+moto — is moto's own.  Known moto gaps left as they are (tests say so): a
+distributed map's ResultWriter writes only the manifest, no result files; child
+executions run inline (no ListExecutions by map run); the tolerated-failure
+threshold is not applied (the map succeeds with failed items).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -59,6 +73,9 @@ from moto.ecs.models import EC2ContainerServiceBackend  # noqa: E402
 from moto.logs.models import logs_backends  # noqa: E402
 from moto.server import main  # noqa: E402
 from moto.stepfunctions.parser.api import HistoryEventType  # noqa: E402
+from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import (  # noqa: E402
+    CustomErrorName,
+)
 from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (  # noqa: E402
     FailureEvent,
     FailureEventException,
@@ -80,6 +97,8 @@ from moto.stepfunctions.parser.asl.utils.encoding import to_json_str  # noqa: E4
 _BOTO = get_session()
 _ATTEMPTS: dict[str, int] = defaultdict(int)
 _SYNC_OUTPUT: set[str] = set()  # task ARNs whose .sync keeps moto's success-shaped output
+_FAILURES: list[dict[str, Any]] = []  # the Failures of the last RunTask that started nothing
+JOB_CONTAINER = "job"
 
 
 def _operation(service: str, action: str) -> Any:
@@ -124,8 +143,21 @@ StateTaskService._SERVICE_NAME_SFN_TO_BOTO_OVERRIDES["cloudwatchlogs"] = "logs"
 _original_run_task = EC2ContainerServiceBackend.run_task
 
 
+def _outcome(outcomes: dict[str, Any], environment: dict[str, str]) -> dict[str, Any]:
+    """The scripted outcome for this task's attempt: most specific key first."""
+    run_id = environment.get("DSJOB_RUN_ID", "")
+    phase = environment.get("DSJOB_PHASE", "")
+    detail = environment.get("DSJOB_INPUT_KEY") or environment.get("DSJOB_PARTITION") or ""
+    keys = [f"{run_id}/{phase}/{detail}", f"{run_id}/{phase}", run_id]
+    key = next((k for k in keys if k in outcomes), keys[0])
+    attempt = _ATTEMPTS[key]
+    _ATTEMPTS[key] += 1
+    script = outcomes.get(key, [{"exit_code": 0}])
+    return dict(script[min(attempt, len(script) - 1)])
+
+
 def _run_task(self: EC2ContainerServiceBackend, *args: Any, **kwargs: Any) -> Any:
-    """Moto's RunTask, then what the scripted container did for this run id and attempt."""
+    """Moto's RunTask, then what the scripted container did for this run and attempt."""
     started = _original_run_task(self, *args, **kwargs)
     outcomes = json.loads(OUTCOMES.read_text()) if OUTCOMES.exists() else {}
     for task in started:
@@ -134,17 +166,32 @@ def _run_task(self: EC2ContainerServiceBackend, *args: Any, **kwargs: Any) -> An
             for override in task.overrides.get("containerOverrides", [])
             for variable in override.get("environment", [])
         }
-        run_id = environment.get("DSJOB_RUN_ID", "")
-        attempt = _ATTEMPTS[run_id]
-        _ATTEMPTS[run_id] += 1
-        script = outcomes.get(run_id, [{"exit_code": 0}])
-        outcome = script[min(attempt, len(script) - 1)]
+        outcome = _outcome(outcomes, environment)
+        if outcome.get("failures"):
+            # RunTask placed nothing: the answer is the Failures list and no task.
+            _FAILURES[:] = outcome["failures"]
+            self.tasks[task.cluster_name].pop(task.task_arn)
+            return []
         if outcome.get("sync_output"):
             _SYNC_OUTPUT.add(task.task_arn)
-        container = task.containers[0]
+        # moto's models are typed for what moto sets; the emulator adds ECS fields it lacks.
+        container: Any = task.containers[0]
+        stopped: Any = task
         container.exitCode = outcome.get("exit_code")
+        if outcome.get("container_reason"):
+            container.reason = outcome["container_reason"]
         task.stopped_reason = outcome.get("stopped_reason", "Essential container in task exited")
+        if outcome.get("stop_code"):
+            stopped.stop_code = outcome["stop_code"]
         container.environment = [{"name": k, "value": v} for k, v in environment.items()]
+        if outcome.get("sidecar_first"):
+            # The GuardDuty agent: not essential, still running when the job stops.
+            sidecar: Any = copy.copy(container)
+            sidecar.name = "aws-guardduty-agent-Ab12Cd"
+            sidecar.image = "aws-guardduty-agent-fargate:v1.6.0"
+            sidecar.exitCode = None
+            sidecar.environment = []
+            task.containers.insert(0, sidecar)
         if outcome.get("status_line") is not None:
             _log(self, task, outcome["status_line"])
     return started
@@ -177,7 +224,8 @@ def _build_sync_resolver(self: Any, env: Any, *args: Any, **kwargs: Any) -> Any:
         stopped = resolve()
         if stopped is None or stopped["TaskArn"] in _SYNC_OUTPUT:
             return stopped
-        if stopped["Containers"][0].get("ExitCode") == 0:
+        [job] = [c for c in stopped["Containers"] if c.get("Name") == JOB_CONTAINER]
+        if job.get("ExitCode") == 0:
             return stopped
         cause = to_json_str(stopped)
         raise FailureEventException(
@@ -203,11 +251,53 @@ def _build_sync_resolver(self: Any, env: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 EcsService._build_sync_resolver = _build_sync_resolver  # type: ignore[method-assign]
+_original_eval_service_task: Any = EcsService._eval_service_task
+
+
+def _eval_service_task(self: Any, env: Any, *args: Any, **kwargs: Any) -> Any:
+    """Moto's RunTask call; a RunTask that started nothing fails with AmazonECS.Unknown."""
+    _FAILURES.clear()
+    try:
+        return _original_eval_service_task(self, env, *args, **kwargs)
+    except IndexError:  # moto reads Tasks[0] of an answer that has none
+        if not _FAILURES:
+            raise
+        failures = [
+            {
+                "Arn": f["arn"],
+                "Reason": f["reason"],
+                **({"Detail": f["detail"]} if "detail" in f else {}),
+            }
+            for f in _FAILURES
+        ]
+        raise FailureEventException(
+            FailureEvent(
+                env=env,
+                error_name=CustomErrorName("AmazonECS.Unknown"),
+                event_type=HistoryEventType.TaskFailed,
+                event_details=cast(
+                    "EventDetails",
+                    {
+                        "taskFailedEventDetails": {
+                            "resource": self._get_sfn_resource(),
+                            "resourceType": self._get_sfn_resource_type(),
+                            "error": "AmazonECS.Unknown",
+                            "cause": to_json_str({"Failures": failures, "Tasks": []}),
+                        }
+                    },
+                ),
+            )
+        ) from None
+
+
+EcsService._eval_service_task = _eval_service_task  # type: ignore[method-assign]
 
 
 def _definite_extract_json(path: str, data: Any) -> Any:
     """Runs with json_path's globals (its __code__ replaces moto's extract_json)."""
     matches = parse(path).find(data)  # type: ignore[name-defined]  # noqa: F821
+    if "?(" in path:
+        return [match.value for match in matches]
     definite = not any(mark in path for mark in ("*", ":", "?", ".."))
     if definite and len(matches) == 1:
         return matches[0].value

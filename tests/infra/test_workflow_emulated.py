@@ -2,17 +2,24 @@
 
 What this shows: the definition *as synthesized* (only Ref/GetAtt resolved to the
 emulated cluster, subnets, security group, buckets and log group; retry intervals
-shortened to 1 s) routes, runs ECS RunTask.sync with the right overrides, reads the
-job's status line from CloudWatch Logs, classifies exit codes, retries only exit 5
-and tasks that never started, fails with the job's status line as the cause, and
-fans out one task per object under a prefix.
+shortened to 1 s) routes, runs ECS RunTask.sync with the fan-out task contract's
+overrides, picks the job container by name, reads the job's status object from S3
+(falling back to its last log line), classifies stop codes, pull errors, OOM kills and
+exit codes, retries only what is transient, and runs map -> reduce -> commit over
+a prefix.
 
-What it cannot show: real containers (the emulator scripts each task's exit code
-and last log line, see sfn_emulator.py), IAM (moto does not enforce the state
-machine role), Fargate capacity errors (ECS.AmazonECSException on RunTask), real
-backoff timing, distributed-map child executions as separate executions (moto
-runs the iterations inline), and the map's tolerated-failure threshold (moto counts
-failed items but lets the map run succeed; AWS fails it at the first failure).
+The task descriptions are shaped as ECS documents them (ECS API Reference,
+DescribeTasks: "Task", "Container"; RunTask: "Failure"), and the .sync failure as
+Step Functions documents it ("Run Amazon ECS or Fargate tasks with Step Functions":
+States.TaskFailed with the task as the JSON cause).
+
+What it cannot show: real containers (the emulator scripts each task, see
+sfn_emulator.py), IAM (moto does not enforce the state machine role), real backoff
+timing, and three distributed-map behaviours moto lacks: child executions as
+separate executions, the tolerated-failure threshold (moto counts failed items but
+lets the map succeed; AWS fails the map, and the workflow then looks up the failed
+child's error, checked on the template in test_stack.py), and ResultWriter's result
+files (moto writes only the manifest).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 
+from dsjob.errors import ExitCode
 from tests.support import credentials
 from tests.support.ports import free_port
 
@@ -92,26 +100,23 @@ class Emulated:
             elif kind == "AWS::S3::Bucket":
                 self.refs[logical_id] = props["BucketName"]
                 self.s3.create_bucket(Bucket=props["BucketName"])
-            elif kind == "AWS::ECR::Repository":
-                self.refs[logical_id] = props["RepositoryName"]
-                self.atts[logical_id, "Arn"] = (
-                    f"arn:aws:ecr:{REGION}:123456789012:repository/{props['RepositoryName']}"
-                )
-        [task] = [
-            r["Properties"] for r in resources.values() if r["Type"] == "AWS::ECS::TaskDefinition"
+        [(task_id, task)] = [
+            (k, r["Properties"])
+            for k, r in resources.items()
+            if r["Type"] == "AWS::ECS::TaskDefinition"
         ]
         containers = _camel(self.resolve(task["ContainerDefinitions"]))
         for container in containers:
             # moto sums container-level memory even on Fargate, where task-level is enough.
             container.setdefault("memory", int(task["Memory"]))
-        self.ecs.register_task_definition(
+        self.refs[task_id] = self.ecs.register_task_definition(
             family=task["Family"],
             networkMode=task["NetworkMode"],
             requiresCompatibilities=task["RequiresCompatibilities"],
             cpu=task["Cpu"],
             memory=task["Memory"],
             containerDefinitions=containers,
-        )
+        )["taskDefinition"]["taskDefinitionArn"]
         [machine] = [
             r["Properties"]
             for r in resources.values()
@@ -164,8 +169,22 @@ class Emulated:
             time.sleep(0.1)
         pytest.fail(f"execution {name} still running after 60 s")
 
+    def bucket(self, purpose: str) -> str:
+        """The emulated name of a job bucket (input, output, artifacts)."""
+        return str(
+            next(v for k, v in self.refs.items() if k.startswith(f"Buckets{purpose.title()}"))
+        )
+
+    def write_status(self, run_id: str, status: dict[str, Any]) -> str:
+        """Put the status object the CLI writes at the end of a run; returns its JSON text."""
+        body = json.dumps(status)
+        self.s3.put_object(
+            Bucket=self.bucket("output"), Key=f"processed/status/{run_id}.json", Body=body
+        )
+        return body
+
     def tasks(self, run_id_prefix: str) -> list[dict[str, str]]:
-        """The ECS tasks started for a run: their DSJOB_* environment and exit code."""
+        """The ECS tasks started for a run: their DSJOB_* environment."""
         arns = self.ecs.list_tasks(cluster="ds-preprocessing-dev")["taskArns"]
         if not arns:
             return []
@@ -244,17 +263,28 @@ def status_line(exit_code: int, **extra: str) -> str:
 
 
 def test_success_runs_one_task_with_run_id_and_overrides(emulated):
-    """Exit 0: one task, DSJOB_RUN_ID is the execution name, input fields become DSJOB_*."""
+    """Exit 0: one task, phase single, DSJOB_RUN_ID is the execution name, fields become DSJOB_*."""
     emulated.script("monthly-ok", {"exit_code": 0, "status_line": status_line(0)})
     result = emulated.run("monthly-ok", {"inputKey": "raw/2026-11.csv", "dataset": "members"})
     assert result["status"] == "SUCCEEDED", result
     assert json.loads(result["output"])["runId"] == "monthly-ok"
     [task] = emulated.tasks("monthly-ok")
+    assert task["DSJOB_PHASE"] == "single"
     assert task["DSJOB_RUN_ID"] == "monthly-ok"
     assert task["DSJOB_INPUT_KEY"] == "raw/2026-11.csv"
     assert task["DSJOB_DATASET"] == "members"
     # Fields the input does not name are passed empty: the SSM parameter applies.
     assert task["DSJOB_OUTPUT_PREFIX"] == ""
+    assert task["DSJOB_SCHEDULED_TIME"] == ""
+
+
+def test_scheduled_run_gets_the_ticks_run_id_and_time(emulated):
+    """The schedule's scheduledTime makes the run id monthly-YYYY-MM and reaches the task."""
+    result = emulated.run("sched-delivery-1", {"scheduledTime": "2027-01-15T09:00:00Z"})
+    assert result["status"] == "SUCCEEDED", result
+    [task] = emulated.tasks("monthly-2027-01")
+    assert task["DSJOB_RUN_ID"] == "monthly-2027-01"
+    assert task["DSJOB_SCHEDULED_TIME"] == "2027-01-15T09:00:00Z"
 
 
 def test_transient_exit_is_retried_until_it_succeeds(emulated):
@@ -281,28 +311,37 @@ def test_transient_exit_gives_up_after_the_bounded_retries(emulated):
     assert len(emulated.tasks("always-throttled")) == 4
 
 
-def test_user_code_failure_is_caught_not_retried(emulated):
-    """Exit 4: exactly one task; the execution fails Dsjob.UserCode, cause = the status line."""
-    line = status_line(4, error="script.py exited 1: KeyError 'member_id'")
-    emulated.script("bad-script", {"exit_code": 4, "status_line": line})
+def test_failure_cause_is_the_status_object_not_the_last_log_line(emulated):
+    """Exit 4 with a status object in S3: the cause is that object, not a later progress line."""
+    body = emulated.write_status(
+        "bad-script", {"status": "failed", "exit_code": 4, "error": "KeyError 'member_id'"}
+    )
+    progress = json.dumps({"level": "info", "message": "rows read", "rows": 1000})
+    emulated.script("bad-script", {"exit_code": 4, "status_line": progress})
     result = emulated.run("bad-script")
-    assert result["status"] == "FAILED"
-    assert result["error"] == "Dsjob.UserCode"
-    assert result["cause"] == line
+    assert (result["status"], result["error"]) == ("FAILED", "Dsjob.UserCode")
+    assert result["cause"] == body
     assert len(emulated.tasks("bad-script")) == 1
 
 
-@pytest.mark.parametrize(
-    ("exit_code", "error"),
-    [(2, "Dsjob.Config"), (3, "Dsjob.Input"), (143, "Dsjob.Terminated"), (137, "Dsjob.Failed")],
-)
-def test_other_final_exits_fail_once_with_their_error_name(emulated, exit_code, error):
-    """Exits 2, 3, 143 and anything else (137: OOM-killed) fail at once with their own name."""
-    run_id = f"final-{exit_code}"
-    emulated.script(run_id, {"exit_code": exit_code, "status_line": status_line(exit_code)})
+@pytest.mark.parametrize("code", [c for c in ExitCode if c != ExitCode.OK])
+def test_every_exit_code_fails_with_its_own_error_name(emulated, code):
+    """Each dsjob.errors.ExitCode fails as Dsjob.<Name>; only TRANSIENT is retried."""
+    run_id = f"exit-{int(code)}"
+    emulated.script(run_id, {"exit_code": int(code), "status_line": status_line(int(code))})
     result = emulated.run(run_id)
-    assert (result["status"], result["error"]) == ("FAILED", error)
-    assert len(emulated.tasks(run_id)) == 1
+    expected = "Dsjob." + "".join(part.capitalize() for part in code.name.split("_"))
+    assert (result["status"], result["error"]) == ("FAILED", expected)
+    assert len(emulated.tasks(run_id)) == (4 if code is ExitCode.TRANSIENT else 1)
+    if code is ExitCode.OUT_OF_MEMORY:
+        assert "raise the task memory" in result["cause"]
+
+
+def test_unknown_exit_code_fails_as_dsjob_failed(emulated):
+    """An exit code dsjob never uses (e.g. 99 from a crashed runtime) fails Dsjob.Failed once."""
+    emulated.script("exit-99", {"exit_code": 99, "status_line": status_line(99)})
+    result = emulated.run("exit-99")
+    assert (result["error"], len(emulated.tasks("exit-99"))) == ("Dsjob.Failed", 1)
 
 
 def test_success_shaped_output_with_a_bad_exit_is_classified_the_same(emulated):
@@ -313,17 +352,75 @@ def test_success_shaped_output_with_a_bad_exit_is_classified_the_same(emulated):
     assert (result["status"], result["error"], result["cause"]) == ("FAILED", "Dsjob.Input", line)
 
 
-def test_missing_status_line_still_names_the_exit_code(emulated):
-    """A job killed before printing its status line fails with the exit code in the cause."""
+def test_missing_status_still_names_the_exit_code(emulated):
+    """A job killed before writing any status fails with the exit code in the cause."""
     emulated.script("no-line", {"exit_code": 4})
     result = emulated.run("no-line")
     assert result["error"] == "Dsjob.UserCode"
-    assert result["cause"] == "exit code 4; the job logged no status line"
+    assert result["cause"] == "exit code 4; the job wrote no status"
 
 
-def test_task_that_never_starts_is_retried_then_fails_with_the_reason(emulated):
-    """No exit code (image pull failed): retried like exit 5, then fails with the reason."""
-    reason = "CannotPullContainerError: pull image manifest has been retried 5 time(s)"
+def test_job_container_is_found_by_name_behind_a_guardduty_sidecar(emulated):
+    """Sidecar listed first (no exit code), job exits 3: Dsjob.Input, not 'never started'."""
+    line = status_line(3, error="input not found")
+    emulated.script("sidecar", {"exit_code": 3, "status_line": line, "sidecar_first": True})
+    result = emulated.run("sidecar")
+    assert (result["error"], result["cause"]) == ("Dsjob.Input", line)
+    emulated.script("sidecar-ok", {"exit_code": 0, "sidecar_first": True})
+    assert emulated.run("sidecar-ok")["status"] == "SUCCEEDED"
+
+
+def test_spot_interruption_is_transient_even_with_exit_143(emulated):
+    """StopCode SpotInterruption with the job's SIGTERM exit 143 is retried, then succeeds."""
+    emulated.script(
+        "spot",
+        {
+            "exit_code": 143,
+            "stop_code": "SpotInterruption",
+            "stopped_reason": "Your Spot Task was interrupted.",
+            "status_line": status_line(143, error="terminated"),
+        },
+        {"exit_code": 0},
+    )
+    result = emulated.run("spot")
+    assert result["status"] == "SUCCEEDED", result
+    assert len(emulated.tasks("spot")) == 2
+
+
+def test_oom_kill_fails_once_saying_to_raise_memory(emulated):
+    """Exit 137 with Reason OutOfMemoryError: Dsjob.OutOfMemory, not retried, cause names memory."""
+    emulated.script(
+        "oom",
+        {
+            "exit_code": 137,
+            "container_reason": "OutOfMemoryError: Container killed due to memory usage",
+            "status_line": json.dumps({"level": "info", "message": "rows read"}),
+        },
+    )
+    result = emulated.run("oom")
+    assert (result["status"], result["error"]) == ("FAILED", "Dsjob.OutOfMemory")
+    assert "raise the task memory" in result["cause"]
+    assert "now 4096 MiB" in result["cause"]
+    assert len(emulated.tasks("oom")) == 1
+
+
+def test_image_pull_error_is_final(emulated):
+    """CannotPullContainerError (tag not found): one task, Dsjob.ImagePullFailed with the reason."""
+    reason = (
+        "CannotPullContainerError: pull image manifest has been retried 5 time(s): failed to "
+        "resolve ref 123456789012.dkr.ecr.us-east-1.amazonaws.com/ds-preprocessing:0.1.0-abc: "
+        "not found"
+    )
+    emulated.script("no-image", {"exit_code": None, "stopped_reason": reason})
+    result = emulated.run("no-image")
+    assert result["error"] == "Dsjob.ImagePullFailed"
+    assert reason in result["cause"]
+    assert len(emulated.tasks("no-image")) == 1
+
+
+def test_task_that_never_starts_for_another_reason_is_retried(emulated):
+    """No exit code and a network-setup reason: retried like exit 5, then fails with the reason."""
+    reason = "ResourceInitializationError: failed to configure ENI: timeout"
     emulated.script("no-start", {"exit_code": None, "stopped_reason": reason})
     result = emulated.run("no-start")
     assert result["error"] == "Dsjob.TaskFailedToStart"
@@ -331,38 +428,95 @@ def test_task_that_never_starts_is_retried_then_fails_with_the_reason(emulated):
     assert len(emulated.tasks("no-start")) == 4
 
 
-def test_input_prefix_runs_one_task_per_object(emulated):
-    """inputPrefix: one task per object under it (folder markers skipped), each with its key."""
-    bucket = next(v for k, v in emulated.refs.items() if k.startswith("BucketsInput"))
-    for key in ["batch/", "batch/a.csv", "batch/b.csv", "batch/c.csv", "other/d.csv"]:
-        emulated.s3.put_object(Bucket=bucket, Key=key, Body=b"id\n1\n")
-    result = emulated.run("fan", {"inputPrefix": "batch/", "dataset": "members"})
+def test_runtask_failures_list_is_retried_as_capacity(emulated):
+    """RunTask answering Failures (RESOURCE:MEMORY) is retried; the next attempt runs the job."""
+    failures = [
+        {
+            "arn": "arn:aws:ecs:us-east-1:123456789012:container-instance/x",
+            "reason": "RESOURCE:MEMORY",
+        }
+    ]
+    emulated.script("no-capacity", {"failures": failures}, {"exit_code": 0})
+    result = emulated.run("no-capacity")
     assert result["status"] == "SUCCEEDED", result
-    tasks = emulated.tasks("fan-")
-    assert sorted(t["DSJOB_INPUT_KEY"] for t in tasks) == [
+    assert len(emulated.tasks("no-capacity")) == 1
+    # When every attempt is refused, moto ends the branch with States.Runtime instead of
+    # taking the Catch to Dsjob.TaskNotPlaced; that Catch is checked on the template.
+
+
+def _put(emulated, keys: dict[str, bytes]) -> None:
+    for key, body in keys.items():
+        emulated.s3.put_object(Bucket=emulated.bucket("input"), Key=key, Body=body)
+
+
+def test_input_prefix_maps_data_files_then_reduces_partitions_then_commits(emulated):
+    """inputPrefix: a map per data object, a reduce per partition 0..P-1, one commit; one run id."""
+    _put(
+        emulated,
+        {
+            "batch/": b"",
+            "batch/a.csv": b"id\n1\n",
+            "batch/b.csv": b"id\n2\n",
+            "batch/c.csv": b"id\n1\n",
+            "batch/empty.csv": b"",
+            "other/d.csv": b"id\n9\n",
+        },
+    )
+    result = emulated.run("fan", {"inputPrefix": "batch/", "dataset": "members", "partitions": 3})
+    assert result["status"] == "SUCCEEDED", result
+    tasks = emulated.tasks("fan")
+    by_phase: dict[str, list[dict[str, str]]] = {}
+    for task in tasks:
+        by_phase.setdefault(task["DSJOB_PHASE"], []).append(task)
+    assert sorted(t["DSJOB_INPUT_KEY"] for t in by_phase["map"]) == [
         "batch/a.csv",
         "batch/b.csv",
         "batch/c.csv",
     ]
+    assert sorted(t["DSJOB_PARTITION"] for t in by_phase["reduce"]) == ["0", "1", "2"]
+    [commit] = by_phase["commit"]
+    assert "DSJOB_PARTITION" not in commit
+    assert "DSJOB_INPUT_KEY" not in commit
+    assert {t["DSJOB_RUN_ID"] for t in tasks} == {"fan"}
+    assert {t["DSJOB_PARTITIONS"] for t in tasks} == {"3"}
     assert {t["DSJOB_DATASET"] for t in tasks} == {"members"}
-    assert len({t["DSJOB_RUN_ID"] for t in tasks}) == 3
+    # The map's results went to S3 (ResultWriter), not into the payload. moto writes only
+    # the manifest (no SUCCEEDED_n.json result files, which AWS adds).
+    listed = emulated.s3.list_objects_v2(Bucket=emulated.bucket("output"), Prefix="_map-results/")
+    assert any(o["Key"].endswith("manifest.json") for o in listed.get("Contents", []))
 
 
-def test_each_failing_object_fails_its_iteration(emulated):
-    """Objects whose task exits 3 are counted as failed items of the map run (tolerance 0).
+def test_empty_input_prefix_fails_with_a_clear_cause(emulated):
+    """A prefix with no objects fails Dsjob.EmptyInput naming the bucket and prefix; no task."""
+    result = emulated.run("fan-empty", {"inputPrefix": "nothing-here/"})
+    assert result["error"] == "Dsjob.EmptyInput"
+    assert f"s3://{emulated.bucket('input')}/nothing-here/" in result["cause"]
+    assert emulated.tasks("fan-empty") == []
+
+
+def test_a_failing_reduce_shard_fails_the_run_with_its_own_error(emulated):
+    """Partition 1 exits 3: the execution fails Dsjob.Input with that shard's status; no commit."""
+    _put(emulated, {"red/a.csv": b"id\n1\n"})
+    body = emulated.write_status("fan-red", {"status": "failed", "exit_code": 3, "error": "bad"})
+    emulated.script("fan-red/reduce/1", {"exit_code": 3})
+    result = emulated.run("fan-red", {"inputPrefix": "red/", "partitions": 2})
+    assert (result["status"], result["error"], result["cause"]) == ("FAILED", "Dsjob.Input", body)
+    assert "commit" not in {t["DSJOB_PHASE"] for t in emulated.tasks("fan-red")}
+
+
+def test_each_failing_object_fails_its_map_item(emulated):
+    """Objects whose map task exits 3 are counted as failed items of the map run (tolerance 0).
 
     moto does not apply the tolerated-failure threshold (its map run succeeds regardless),
-    so the parent's FAILED status, which AWS would report, is not asserted here.
+    so the parent's FAILED status and the shard look-up, which AWS would run, are checked
+    on the template only (test_stack.py).
     """
-    bucket = next(v for k, v in emulated.refs.items() if k.startswith("BucketsInput"))
-    for key in ["part/a.csv", "part/b.csv", "part/c.csv"]:
-        emulated.s3.put_object(Bucket=bucket, Key=key, Body=b"id\n1\n")
-    emulated.script("fanbad-0", {"exit_code": 3, "status_line": status_line(3)})
-    emulated.script("fanbad-2", {"exit_code": 3, "status_line": status_line(3)})
-    result = emulated.run("fanbad", {"inputPrefix": "part/"})
+    _put(emulated, {"part/a.csv": b"id\n1\n", "part/b.csv": b"id\n2\n", "part/c.csv": b"id\n3\n"})
+    emulated.script("fanbad/map/part/a.csv", {"exit_code": 3})
+    emulated.script("fanbad/map/part/c.csv", {"exit_code": 3})
+    result = emulated.run("fanbad", {"inputPrefix": "part/", "partitions": 1})
     [map_run] = emulated.sfn.list_map_runs(executionArn=result["executionArn"])["mapRuns"]
     described = emulated.sfn.describe_map_run(mapRunArn=map_run["mapRunArn"])
     assert described["toleratedFailurePercentage"] == 0
     assert described["itemCounts"]["failed"] == 2
     assert described["itemCounts"]["succeeded"] == 1
-    assert len(emulated.tasks("fanbad-")) == 3
