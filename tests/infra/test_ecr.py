@@ -13,9 +13,10 @@ from typing import Any
 import boto3
 import pytest
 
+from tests.support.paths import REPO
+
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 PUSH = REPO / "scripts" / "push-ecr.sh"
 ACCOUNT = "123456789012"  # moto's default account
 
