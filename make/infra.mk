@@ -23,7 +23,7 @@ infra-synth: setup ## Synthesize both CloudFormation templates for ENV (no AWS a
 	@echo "templates: $$(ls $(INFRA_OUT)/*.template.json | tr '\n' ' ')"
 
 infra-diff: setup ## Compare the stacks for ENV with what is deployed (AWS credentials, npx)
-	@$(CDK) diff
+	@digest=$$($(ECR) digest --tag '$(IMAGE_TAG)') && $(CDK) -c imageDigest=$$digest diff
 
 infra-bootstrap: setup ## Bootstrap CDK once per account and region: aws://ACCOUNT/REGION of your credentials
 	@target=$$($(ECR) target) && echo "bootstrapping $$target" >&2 && $(CDK) bootstrap "$$target"

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 ABORT_UPLOADS_DAYS = 7
+# Where the fan-out's distributed map writes its results in the output bucket.
+MAP_RESULTS_PREFIX = "_map-results"
 
 
 class JobBuckets(Construct):
@@ -70,6 +72,13 @@ class JobBuckets(Construct):
             "outputs and artifacts, which do change under a key, are versioned.",
         )
         self.output = self._bucket("Output", name("output"), versioned=True)
+        # The fan-out's per-item results (the distributed map's ResultWriter) are for
+        # inspecting a run, not data: they expire.
+        self.output.add_lifecycle_rule(
+            id="expire-map-results",
+            prefix=f"{MAP_RESULTS_PREFIX}/",
+            expiration=Duration.days(self._noncurrent_days),
+        )
         # Models and scripts change under the same key; versions let a run be reproduced.
         self.artifacts = self._bucket("Artifacts", name("artifacts"), versioned=True)
 

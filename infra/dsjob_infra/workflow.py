@@ -33,6 +33,7 @@ from constructs import Construct
 from dsjob_infra.compute import LOGS_KMS_REASON, retention
 from dsjob_infra.job_block import JobBlock
 from dsjob_infra.nag import skip_checkov
+from dsjob_infra.storage import MAP_RESULTS_PREFIX
 
 if TYPE_CHECKING:
     from dsjob_infra.compute import JobCompute
@@ -49,7 +50,6 @@ INPUT_OVERRIDES = {
     "packageKey": "DSJOB_PACKAGE_KEY",
     "transformKey": "DSJOB_TRANSFORM_KEY",
 }
-MAP_RESULTS_PREFIX = "_map-results"
 
 
 def machine_name(environment: str) -> str:

@@ -414,6 +414,17 @@ def test_input_prefix_fans_out_map_reduce_commit(synth):
     assert fan_out["ItemSelector"]["key.$"] == "$$.Map.Item.Value.Key"
     assert fan_out["ResultWriter"]["Resource"].endswith(":states:::s3:putObject")
     assert fan_out["ResultWriter"]["Parameters"]["Prefix"] == "_map-results"
+    synth.template.has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "BucketName": f"ds-output-dev-{ACCOUNT_REGION}",
+            "LifecycleConfiguration": {
+                "Rules": Match.array_with(
+                    [Match.object_like({"Prefix": "_map-results/", "ExpirationInDays": 30})]
+                )
+            },
+        },
+    )
     data_file = json.dumps(fan_out["ItemProcessor"]["States"]["Data file?"])
     assert '"NumericEquals": 0' in data_file
     assert '"StringMatches": "*/"' in data_file
