@@ -26,6 +26,7 @@ from dsjob.errors import (
     InterruptedRunError,
     TerminatedError,
 )
+from dsjob.fanout_local import local_fanout
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -86,6 +87,7 @@ def cli() -> None:
 
 for _group in (local, runs, outputs):
     cli.add_command(_group)
+local.add_command(local_fanout)
 
 
 @cli.command(epilog=EXIT_CODES_HELP)

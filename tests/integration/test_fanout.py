@@ -21,7 +21,8 @@ from dsjob.errors import InputError
 from dsjob.runner import run_from_flags
 from dsjob.sample import write_members_csv
 from dsjob.workarea import object_tag
-from tests.conftest import DSJOB, LocalServe
+from tests.support.emulator import LocalServe
+from tests.support.paths import DSJOB
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -302,3 +303,24 @@ def test_a_part_changed_after_its_reduce_stops_the_commit(
         in_process(phase="commit", **{"run-id": "fan-8"})
     assert caught.value.exit_code == 3
     assert keys(emulator, "processed/manifests/") == []
+
+
+def test_dsjob_local_fanout_runs_every_phase_against_the_emulator() -> None:
+    """`dsjob local fanout` seeds objects sharing rows and commits one deduplicated dataset."""
+    proc = subprocess.run(
+        [str(DSJOB), "local", "fanout", "--rows", "600", "--objects", "3", "--partitions", "2"],
+        env={**os.environ, "DSJOB_LOG_FORMAT": "json"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    st = status(proc)
+    assert st["status"] == "succeeded"
+    assert st["rows_in"] == 600 + 2 * 20  # each later object repeats a tenth of the one before
+    assert st["dropped"]["duplicate"] >= 40
+    assert st["rows_in"] - st["rows_out"] == sum(st["dropped"].values())
+    assert st["manifest"].endswith(f"/manifests/{st['run_id']}.json")
+    assert len(st["outputs"]) == 2
+    assert all("/part-0000" in uri for uri in st["outputs"])
