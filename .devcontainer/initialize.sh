@@ -7,7 +7,9 @@
 # containerEnv would pass an unset one as "", and boto3 fails on AWS_PROFILE=""
 # (ProfileNotFound). Names only; credentials stay in ~/.aws.
 set -euo pipefail
-case "${1:-}" in -h|--help) sed -n '2,3s/^# \{0,1\}//p' "$0"; exit 0 ;; esac
+# shellcheck source=scripts/lib/common.sh
+. "$(dirname "$0")/../scripts/lib/common.sh"
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
 here=$(cd "$(dirname "$0")" && pwd)
 
 mkdir -p "$HOME/.aws"

@@ -6,7 +6,9 @@
 # ahead of the copy installed in the image -- an editable install without writing
 # to the root-owned venv, without a build backend, without the network.
 set -euo pipefail
-case "${1:-}" in -h|--help) sed -n '2,3s/^# \{0,1\}//p' "$0"; exit 0 ;; esac
+# shellcheck source=scripts/lib/common.sh
+. "$(dirname "$0")/../scripts/lib/common.sh"
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 venv=${VENV:-/opt/venv}
 

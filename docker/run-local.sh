@@ -1,23 +1,41 @@
 #!/usr/bin/env bash
 # Run the prod image against the embedded AWS: the ECS task rehearsed on a laptop.
-#   docker/run-local.sh [--rows N] [--with-script] [-- EXTRA dsjob run ARGS]
+#   docker/run-local.sh [--rows N] [--with-script] [--input F] [--script F] [--package F]
+#       [--transform F] [-- EXTRA dsjob run ARGS]
+# --input/--script/--package/--transform take a local file (mounted read-only into the
+# container) or an s3:// URI, and override what the seeded configuration names.
 # Starts `.venv/bin/dsjob local serve` on a free loopback port, runs IMAGE (default
 # ds-preprocessing:prod) on the host network with AWS_ENDPOINT_URL pointing at it,
 # stops the server, and exits with the container's exit code. Reports the time from
 # container start to the job's first log line.
 set -euo pipefail
-usage() { sed -n '2,7s/^# \{0,1\}//p' "$0"; }
+# shellcheck source=scripts/lib/common.sh
+. "$(dirname "$0")/../scripts/lib/common.sh"
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-# shellcheck disable=SC1091  # a KEY=value file, not a script shellcheck is given
-. "$root/config/versions.conf"
+load_versions
 image=${IMAGE:-$IMAGE_NAME:prod}
 serve_args=()
 run_args=()
+job_args=()
+mounts=()
+# add_file FLAG VALUE: pass an s3:// URI on, mount a local file and pass its path inside.
+add_file() {
+  local flag=$1 value=$2 path inside
+  case "$value" in
+    s3://*) job_args+=("--$flag" "$value"); return ;;
+  esac
+  [ -f "$value" ] || { echo "--$flag: $value is not a file" >&2; exit 2; }
+  path=$(realpath "$value")
+  inside=/mnt/dsjob/$flag/$(basename "$path")
+  mounts+=(-v "$path:$inside:ro")
+  job_args+=("--$flag" "$inside")
+}
 while [ $# -gt 0 ]; do
   case "$1" in
     --rows) serve_args+=(--rows "${2:?--rows needs a value}"); shift 2 ;;
     --with-script) serve_args+=(--with-script); shift ;;
+    --input|--script|--package|--transform) add_file "${1#--}" "${2:?$1 needs a value}"; shift 2 ;;
     --) shift; run_args=("$@"); break ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
@@ -56,7 +74,7 @@ set +e
 "$engine" run --rm --network host \
   -e AWS_ENDPOINT_URL="$endpoint" -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY \
   -e AWS_DEFAULT_REGION -e AWS_REGION \
-  "$image" "${run_args[@]}" 2>&1 | while IFS= read -r line; do
+  "${mounts[@]}" "$image" "${job_args[@]}" "${run_args[@]}" 2>&1 | while IFS= read -r line; do
     # The job's first JSON log line, not the engine's own warnings.
     if [ ! -e "$work/first" ] && [ "${line#\{}" != "$line" ]; then
       : >"$work/first"

@@ -1,21 +1,30 @@
 # Images: build, test, inspect, push and rehearse the prod container (docker/Dockerfile).
 # The engine is docker when a daemon answers, else podman; BASE_IMAGE and IMAGE_NAME
 # default to config/versions.conf (CI sets BASE_IMAGE to its bootstrapped Debian base).
+# scripts/lib/container-engine.sh decides the engine (one place for every caller).
 ifeq ($(strip $(CONTAINER_ENGINE)),)
-CONTAINER_ENGINE = $(shell if command -v docker >/dev/null 2>&1 && timeout 5 docker info >/dev/null 2>&1; then echo docker; else echo podman; fi)
+CONTAINER_ENGINE := $(shell bash -c '. scripts/lib/container-engine.sh && container_engine')
 endif
-BASE_IMAGE ?= $(shell . config/versions.conf && echo "$$BASE_IMAGE")
-IMAGE_NAME ?= $(shell . config/versions.conf && echo "$$IMAGE_NAME")
+# $(call version,KEY): KEY from config/versions.conf, read as every script reads it.
+version = $(shell bash -c '. scripts/lib/common.sh && load_versions && echo "$${!1}"' - $(1))
+BASE_IMAGE ?= $(call version,BASE_IMAGE)
+IMAGE_NAME ?= $(call version,IMAGE_NAME)
 TARGET ?= dev
 BUILD_FLAGS ?=
 PUSH_FLAGS ?=
 ML_TEST_IMAGES ?= $(IMAGE_NAME):dev $(IMAGE_NAME):prod
 RUN_LOCAL_ARGS ?=
+INPUT ?=
+SCRIPT ?=
+PACKAGE ?=
+TRANSFORM ?=
 
 IMAGES_ENV = CONTAINER_ENGINE=$(CONTAINER_ENGINE) BASE_IMAGE=$(BASE_IMAGE) IMAGE_NAME=$(IMAGE_NAME)
 BUILD = $(IMAGES_ENV) scripts/build-ml-container.sh
 
-.PHONY: ml-build ml-build-slim ml-build-prod ml-test ml-versions ml-push ml-run-local
+.PHONY: ml-build ml-build-slim ml-build-prod ml-build-lambda ml-test ml-versions ml-sbom ml-push ml-run-local pin-base
+SBOM_IMAGE ?= $(IMAGE_NAME):prod
+SBOM_OUT ?= sbom.cdx.json
 
 ml-build: ## Build an image: TARGET=dev (default) or TARGET=production (BUILD_FLAGS=--with-ml, --no-cache...)
 	@$(BUILD) --target $(TARGET) $(BUILD_FLAGS)
@@ -25,6 +34,17 @@ ml-build-slim: ## Build the slim dev image (no JupyterLab, no ML extras): the fa
 
 ml-build-prod: ## Build the production image (the ECS task image)
 	@$(BUILD) --target production $(BUILD_FLAGS)
+
+ml-build-lambda: ## Build the Lambda container image (prod + awslambdaric, handler dsjob.lambda_handler.handler)
+	@$(BUILD) --target lambda $(BUILD_FLAGS)
+
+ml-sbom: ## Export the CycloneDX SBOM of a built image (SBOM_IMAGE=$(IMAGE_NAME):prod) to SBOM_OUT
+	@$(CONTAINER_ENGINE) run --rm --entrypoint cat $(SBOM_IMAGE) /opt/dsjob/sbom.cdx.json > $(SBOM_OUT).tmp \
+	  && mv $(SBOM_OUT).tmp $(SBOM_OUT) && echo "$(SBOM_IMAGE) -> $(SBOM_OUT)" >&2 \
+	  || { rm -f $(SBOM_OUT).tmp; exit 1; }
+
+pin-base: ## Pin BASE_IMAGE in config/versions.conf to its registry digest (says so when no registry answers)
+	@CONTAINER_ENGINE=$(CONTAINER_ENGINE) scripts/pin-base.sh
 
 ml-test: ## Run `dsjob health` inside the built images (ML_TEST_IMAGES, default :dev and :prod)
 	@for image in $(ML_TEST_IMAGES); do \
@@ -40,5 +60,8 @@ ml-versions: ## Print the tool and package versions inside the prod image
 ml-push: ## Build (cached) and push the prod image to REGISTRY, or ECR from the AWS account (PUSH_FLAGS=--force)
 	@$(BUILD) --target production $(BUILD_FLAGS) --push $(if $(filter --force,$(PUSH_FLAGS)),--push-force)
 
-ml-run-local: ## Run the prod image against `dsjob local serve` (the ECS job rehearsed on a laptop)
-	@CONTAINER_ENGINE=$(CONTAINER_ENGINE) IMAGE=$(IMAGE_NAME):prod docker/run-local.sh $(RUN_LOCAL_ARGS)
+ml-run-local: ## Run the prod image against `dsjob local serve` (INPUT=, SCRIPT=, PACKAGE=, TRANSFORM=: a file or s3:// URI)
+	@CONTAINER_ENGINE=$(CONTAINER_ENGINE) IMAGE=$(IMAGE_NAME):prod docker/run-local.sh \
+	  $(if $(INPUT),--input "$(INPUT)") $(if $(SCRIPT),--script "$(SCRIPT)") \
+	  $(if $(PACKAGE),--package "$(PACKAGE)") $(if $(TRANSFORM),--transform "$(TRANSFORM)") \
+	  $(RUN_LOCAL_ARGS)

@@ -6,11 +6,11 @@
 # image tag as its last line, so this works:
 #   make ml-build BASE_IMAGE=$(scripts/bootstrap-base-image.sh | tail -1)
 set -euo pipefail
-usage() { sed -n '2,6s/^# \{0,1\}//p' "$0"; }
+# shellcheck source=scripts/lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
 
 cd "$(dirname "$0")/.."
-# shellcheck disable=SC1091  # a KEY=value file, not a script shellcheck is given
-. config/versions.conf
+load_versions
 suite=${DEBIAN_SUITE:-bookworm}
 tag=""
 force=0

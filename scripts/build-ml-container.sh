@@ -2,10 +2,12 @@
 # Build the dsjob images (docker/Dockerfile) with docker or podman, tag and size them.
 #   scripts/build-ml-container.sh [--target dev|production] [--slim] [--with-ml]
 #       [--platform P ...] [--tag TAG ...] [--base-image IMG] [--push] [--no-cache] [--dry-run]
-#   --target T        dev (default) or production (alias: prod)
+#   --target T        dev (default), production (alias: prod) or lambda (prod + awslambdaric)
 #   --slim            dev without JupyterLab and ML extras (requirements-dev-slim.lock)
 #   --with-ml         production with the ml extra (requirements-ml.lock)
-#   --platform P      repeatable or comma-separated (linux/amd64,linux/arm64): buildx / podman manifest
+#   --platform P      repeatable or comma-separated (linux/amd64,linux/arm64): buildx / podman manifest;
+#                     production and lambda default to $PLATFORM, else linux/amd64 (the ECS
+#                     task's CpuArchitecture X86_64; ARM64 is linux/arm64)
 #   --tag TAG         extra tag, repeatable (NAME:TAG, or just TAG under IMAGE_NAME)
 #   --base-image IMG  base image (also env BASE_IMAGE; default from config/versions.conf)
 #   --push            push to REGISTRY, or ECR resolved from the AWS account/region (scripts/push-ecr.sh)
@@ -16,16 +18,14 @@
 # IMAGE_NAME:<version>-<git sha>[-flavour] plus the moving tag IMAGE_NAME:dev|dev-slim|prod|prod-ml.
 # Progress goes to stderr; the last line on stdout is the versioned image reference.
 set -euo pipefail
-usage() { sed -n '2,18s/^# \{0,1\}//p' "$0"; }
+# shellcheck source=scripts/lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-env_base_image=${BASE_IMAGE:-}
-env_image_name=${IMAGE_NAME:-}
-# shellcheck disable=SC1091  # a KEY=value file, not a script shellcheck is given
-. config/versions.conf
-base_image=${env_base_image:-$BASE_IMAGE}
-image_name=${env_image_name:-$IMAGE_NAME}
+load_versions BASE_IMAGE IMAGE_NAME
+# shellcheck disable=SC2153  # both set by load_versions
+base_image=$BASE_IMAGE image_name=$IMAGE_NAME
 
 target=dev
 slim=0
@@ -60,9 +60,14 @@ done
 case "$target" in
   dev) stage=dev ;;
   production|prod) target=production; stage=prod ;;
-  *) echo "--target must be dev or production, not '$target'" >&2; exit 2 ;;
+  lambda) stage=lambda ;;
+  *) echo "--target must be dev, production or lambda, not '$target'" >&2; exit 2 ;;
 esac
 if [ "$slim" = 1 ] && [ "$stage" != dev ]; then echo "--slim applies to --target dev" >&2; exit 2; fi
+if [ "$stage" != dev ] && [ "${#platforms[@]}" -eq 0 ]; then
+  # The image must run on the task's CPU: an arm64 laptop would otherwise build arm64.
+  platforms=("${PLATFORM:-linux/amd64}")
+fi
 if [ "$with_ml" = 1 ] && [ "$stage" != prod ]; then echo "--with-ml applies to --target production" >&2; exit 2; fi
 
 # shellcheck source=scripts/lib/container-engine.sh
@@ -83,6 +88,8 @@ dev_lock=requirements-dev.lock
 if [ "$stage" = dev ]; then
   flavour=-dev; moving=dev
   if [ "$slim" = 1 ]; then flavour=-dev-slim; moving=dev-slim; dev_lock=requirements-dev-slim.lock; fi
+elif [ "$stage" = lambda ]; then
+  flavour=-lambda; moving=lambda
 elif [ "$with_ml" = 1 ]; then
   flavour=-ml; moving=prod-ml; prod_lock=requirements-ml.lock
 fi
@@ -118,11 +125,11 @@ cmd+=(--build-arg "BASE_IMAGE=$base_image")
 cmd+=(--build-arg "UV_VERSION=$UV_VERSION")
 cmd+=(--build-arg "DUCKDB_CLI_VERSION=$DUCKDB_CLI_VERSION")
 cmd+=(--build-arg "PROD_LOCK=$prod_lock" --build-arg "DEV_LOCK=$dev_lock")
-cmd+=(--build-arg "BUILD_DATE=$build_date" --build-arg "VCS_REF=$revision")
-cmd+=(--build-arg "VERSION=$version" --build-arg "SOURCE_URL=$source_url")
-cmd+=(--build-arg "IMAGE_TITLE=$image_name")
-# The same labels on the command line too: buildah reuses a cached LABEL step even when
-# the build args it expands changed, --label always lands on the final image.
+# The version names the SBOM's subject; it changes only with a release.
+cmd+=(--build-arg "VERSION=$version")
+cmd+=(--build-arg "VCS_REF=$revision")
+# The OCI labels are set here only, not in the Dockerfile: buildah reuses a cached
+# LABEL step even when the build args it expands changed, --label always lands.
 cmd+=(--label "org.opencontainers.image.created=$build_date")
 cmd+=(--label "org.opencontainers.image.revision=$revision")
 cmd+=(--label "org.opencontainers.image.version=$version")
@@ -170,6 +177,15 @@ if [ "$dry_run" = 1 ]; then
   exit 0
 fi
 
+# A digest-pinned base must be the image that was built on; a base bootstrapped on this
+# machine (localhost/...) has no registry digest to compare, and says so.
+base_note=""
+case "$base_image" in
+  localhost/*) base_note="base $base_image was bootstrapped on this machine: exempt from the digest pin check" ;;
+  *@sha256:*) ;;
+  *) base_note="base $base_image is not pinned by digest (make pin-base)" ;;
+esac
+[ -n "$base_note" ] && echo "$base_note" >&2
 echo "building $versioned (target $stage, base $base_image, engine $engine_name)" >&2
 start=$(date +%s)
 "${cmd[@]}" >&2
@@ -178,6 +194,16 @@ if [ "$engine_name" != docker ] && [ "$multi" = 1 ]; then
   for t in "${tags[@]:1}"; do "$engine" tag "$versioned" "$t" >&2; done
 fi
 
+case "$base_image" in
+  localhost/*) ;;
+  *@sha256:*)
+    want=${base_image##*@}
+    have=$("$engine" image inspect --format '{{.Digest}} {{range .RepoDigests}}{{.}} {{end}}' "$base_image" 2>/dev/null || true)
+    case " $have " in
+      *"$want"*) echo "base digest $want verified" >&2 ;;
+      *) echo "base $base_image: the image built on has digest(s) '${have:-none}', not $want" >&2; exit 1 ;;
+    esac ;;
+esac
 if [ "$multi" = 0 ]; then
   size=$("$engine" image inspect --format '{{.Size}}' "$versioned")
   echo "built $versioned in ${elapsed} s; image size: $(( size / 1000000 )) MB ($size bytes)" >&2

@@ -16,10 +16,10 @@
 # host's 127.0.0.1 unchanged; JUPYTER_NETWORK=publish (Docker Desktop) publishes
 # the port instead and points AWS_ENDPOINT_URL at the host gateway.
 set -euo pipefail
-usage() { sed -n '2,17s/^# \{0,1\}//p' "$0"; }
+# shellcheck source=scripts/lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
 cd "$(dirname "$0")/.."
-# shellcheck source=/dev/null
-. config/versions.conf
+load_versions
 
 mode=lab
 case "${1:-}" in

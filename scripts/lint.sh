@@ -2,7 +2,9 @@
 # Every linter the project uses, one after the other; exits non-zero if any fails.
 #   scripts/lint.sh
 set -euo pipefail
-case "${1:-}" in -h|--help) sed -n '2,3s/^# \{0,1\}//p' "$0"; exit 0 ;; esac
+# shellcheck source=scripts/lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 bin=${VENV:-.venv}/bin
 status=0
@@ -10,7 +12,7 @@ run() { echo "--- $*" >&2; "$@" || status=1; }
 
 run "$bin/ruff" check .
 run "$bin/ruff" format --check .
-mapfile -t shell_scripts < <(git ls-files -co --exclude-standard '*.sh' .ci/run)
+mapfile -t shell_scripts < <(git ls-files -co --exclude-standard '*.sh' .ci/run docker/install-venv)
 [ "${#shell_scripts[@]}" -eq 0 ] || run "$bin/shellcheck" --external-sources "${shell_scripts[@]}"
 mapfile -t dockerfiles < <(git ls-files -co --exclude-standard '*Dockerfile*')
 [ "${#dockerfiles[@]}" -eq 0 ] || run "$bin/hadolint" "${dockerfiles[@]}"

@@ -5,7 +5,8 @@
 #   scripts/lock.sh --check  fail if any lock is stale (compile to a temp dir and compare)
 set -euo pipefail
 
-usage() { sed -n '2,5s/^# \{0,1\}//p' "$0"; }
+# shellcheck source=scripts/lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
 check=0
 case "${1:-}" in
   -h|--help) usage; exit 0 ;;
@@ -27,20 +28,25 @@ if [ "$check" = 1 ]; then
   cp requirements*.lock "$out/"
 fi
 
-# name|extra uv pip compile arguments
+# name|source|extra uv pip compile arguments
 locks=(
-  "requirements.lock|"
-  "requirements-ml.lock|--extra ml"
-  "requirements-dev-slim.lock|--group dev"
-  "requirements-dev.lock|--all-extras --group dev --group notebook --group infra --group bench --group mutation"
+  "requirements.lock|pyproject.toml|"
+  "requirements-ml.lock|pyproject.toml|--extra ml"
+  "requirements-lambda.lock|pyproject.toml|--extra lambda"
+  "requirements-dev-slim.lock|pyproject.toml|--group dev"
+  "requirements-dev.lock|pyproject.toml|--all-extras --group dev --group notebook --group infra --group bench --group mutation"
+  # The image builds' SBOM generator: a build tool, never installed into a job's venv.
+  "requirements-sbom.lock|docker/sbom-requirements.in|"
+  # podman-compose for the compose.yaml test, installed into a throwaway venv by the test.
+  "requirements-compose.lock|tests/container/compose-requirements.in|"
 )
 for entry in "${locks[@]}"; do
-  name=${entry%%|*}
+  IFS='|' read -r name source args <<<"$entry"
   # shellcheck disable=SC2206  # the extra arguments are meant to split
-  extra=(${entry#*|})
+  extra=($args)
   # --python-version: the oldest Python we support; --universal covers the rest.
   "$UV" pip compile --quiet --universal --generate-hashes --no-header \
-    --python-version 3.11 "${extra[@]}" pyproject.toml -o "$out/$name"
+    --python-version 3.11 "${extra[@]}" "$source" -o "$out/$name"
   if [ "$check" = 1 ] && ! diff -q "$out/$name" "$name" >/dev/null; then
     echo "stale lock: $name (run 'make lock')" >&2
     diff -u "$name" "$out/$name" | head -40 >&2 || true

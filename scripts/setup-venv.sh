@@ -4,11 +4,12 @@
 #   scripts/setup-venv.sh [LOCK]     default LOCK: requirements-dev.lock
 #   scripts/setup-venv.sh --print-uv print the path of the pinned uv (bootstrapping it)
 set -euo pipefail
-case "${1:-}" in -h|--help) sed -n '2,5s/^# \{0,1\}//p' "$0"; exit 0 ;; esac
+# shellcheck source=scripts/lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
 
 cd "$(dirname "$0")/.."
-# shellcheck source=config/versions.conf
-. config/versions.conf
+load_versions
 : "${UV_VERSION:?UV_VERSION missing from config/versions.conf}"
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}

@@ -5,7 +5,9 @@
 # base from Debian packages (scripts/bootstrap-base-image.sh) unless that image is
 # already present, then appends BASE_IMAGE=<tag> to .cache/ci.env, which .ci/run sources.
 set -euo pipefail
-case "${1:-}" in -h|--help) sed -n '2,5s/^# \{0,1\}//p' "$0"; exit 0 ;; esac
+# shellcheck source=scripts/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
 cd "$(dirname "$0")/../.."
 
 # .ci/run runs the setup scripts in name order: this one comes before the engine's.

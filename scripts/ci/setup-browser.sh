@@ -5,7 +5,9 @@
 # archive is reachable from CI. tests/container/test_jupyter.py looks for
 # /usr/bin/chromium (override with DSJOB_CHROMIUM).
 set -euo pipefail
-case "${1:-}" in -h|--help) sed -n '2,3s/^# \{0,1\}//p' "$0"; exit 0 ;; esac
+# shellcheck source=scripts/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
 
 if command -v chromium >/dev/null 2>&1; then
   chromium --version >&2

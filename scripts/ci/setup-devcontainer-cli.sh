@@ -4,10 +4,12 @@
 # The version is DEVCONTAINER_CLI_VERSION in config/versions.conf. Installs node
 # and npm from Debian first when the machine has none.
 set -euo pipefail
-case "${1:-}" in -h|--help) sed -n '2,3s/^# \{0,1\}//p' "$0"; exit 0 ;; esac
+# shellcheck source=scripts/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
 cd "$(dirname "$0")/../.."
 # shellcheck source=/dev/null
-. config/versions.conf
+load_versions
 : "${DEVCONTAINER_CLI_VERSION:?missing from config/versions.conf}"
 
 installed=$(devcontainer --version 2>/dev/null || true)

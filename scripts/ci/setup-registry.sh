@@ -5,7 +5,9 @@
 # config and stop it. Debian's default service listens on all interfaces, so it is
 # kept from starting during the install and stopped/disabled if it runs anyway.
 set -euo pipefail
-case "${1:-}" in -h|--help) sed -n '2,5s/^# \{0,1\}//p' "$0"; exit 0 ;; esac
+# shellcheck source=scripts/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
 
 sudo=()
 [ "$(id -u)" -eq 0 ] || sudo=(sudo)

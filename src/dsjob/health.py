@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from dsjob import sbom
 from dsjob.errors import ConfigError
 
 LOGGER = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ def checks(lock: Path | None, *, aws: bool, prefix: str | None) -> list[Check]:
         problems = drift(lock)
         detail = "; ".join(problems) if problems else f"installed versions match {lock}"
         results.append(Check("lock", ok=not problems, detail=detail))
+    results.append(Check("sbom", *sbom.check()))
     try:
         with tempfile.NamedTemporaryFile(prefix="dsjob-health-") as handle:
             handle.write(b"ok")

@@ -6,6 +6,11 @@ and `dev_image` build through scripts/build-ml-container.sh from a clean layer c
 .cache/ci.env from scripts/ci/setup-base-image.sh, else config/versions.conf), and are
 tagged ds-preprocessing:prod / ds-preprocessing:dev like `make ml-build*` does. They are
 `imagekit.BuiltImage` objects: `.ref` (versioned tag), `.tag` (moving tag), `.log`, `.size`.
+
+Each image is built the first time a test needs it, one after the other: on 2 cores two
+clean builds at once took longer than the two in a row (imagekit.COLD_BUILD_S). Every
+test that needs an image gets a pytest timeout that covers the build on top of its own,
+so a slow machine fails the build's own timeout with its log, not the test's.
 """
 
 from __future__ import annotations
@@ -14,7 +19,19 @@ import os
 
 import pytest
 
-from .imagekit import BuiltImage, Engine, build_image, detect_engine
+from .imagekit import BUILD_TIMEOUT_S, BuiltImage, Engine, build_image, detect_engine
+
+# Fixtures that (may) build an image in their setup.
+_BUILDING = {"prod_image", "dev_image", "lambda_image"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give every test whose setup may build images the build's time on top of its own."""
+    for item in items:
+        if _BUILDING & set(getattr(item, "fixturenames", ())):
+            own = item.get_closest_marker("timeout")
+            seconds = float(own.args[0]) if own and own.args else 600.0
+            item.add_marker(pytest.mark.timeout(BUILD_TIMEOUT_S + seconds), append=False)
 
 
 @pytest.fixture(scope="session")

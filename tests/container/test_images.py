@@ -17,9 +17,13 @@ from tests.support.paths import REPO
 
 from .imagekit import VERSIONS, BuiltImage, Engine, base_image, build_image
 
-pytestmark = [pytest.mark.container, pytest.mark.timeout(1800)]
+pytestmark = [
+    pytest.mark.container,
+    pytest.mark.timeout(600),
+]  # on top of the image builds (conftest)
 
-PROD_BUDGET = 500 * 10**6
+# Fargate pulls the whole image on every start (no layer cache): size is start time.
+PROD_BUDGET = 300 * 10**6
 DEV_BUDGET = 2 * 10**9
 OCI_LABELS = ("created", "revision", "version", "source", "title")
 
@@ -65,7 +69,7 @@ def run_in(
 
 
 def test_prod_builds_from_clean_cache_within_budget(prod_image: BuiltImage) -> None:
-    """The prod image builds with no layer cache and stays under 500 MB uncompressed."""
+    """The prod image builds with no layer cache and stays under 300 MB uncompressed."""
     if not prod_image.clean:
         pytest.skip("CONTAINER_BUILD_CACHE=1: this session reused cached layers")
     print(f"prod first build {prod_image.seconds:.0f} s, size {prod_image.size / 1e6:.0f} MB")
@@ -123,7 +127,7 @@ def test_rebuild_after_source_change_reuses_dependency_layers(
     try:
         parsed = steps(rebuilt.log)
         # Within a stage buildah logs each step's result right after it.
-        sync = find_step(parsed, "RUN", "uv pip sync")
+        sync = find_step(parsed, "RUN", "install-venv deps")
         assert sync, f"no dependency step in:\n{rebuilt.log[-3000:]}"
         assert all(cached for _, cached in sync), f"dependency step rebuilt: {sync}"
         # The final stage interleaves with the stages it copies from, so compare the
@@ -337,7 +341,7 @@ def test_dev_has_the_tools(engine: Engine, dev_image: BuiltImage) -> None:
 
 
 def test_dev_shell_has_prompt_and_aliases(engine: Engine, dev_image: BuiltImage) -> None:
-    """An interactive dev shell has the container prompt and the brief's aliases (test = pytest)."""
+    """An interactive dev shell has the container prompt and the aliases (test = pytest)."""
     commands = (
         "type data ml lint ml-versions health-check jupyter-lab\n"
         'echo "PROMPT=$PS1"\n'

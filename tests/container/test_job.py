@@ -16,7 +16,10 @@ from .imagekit import BuiltImage, Engine
 if TYPE_CHECKING:
     from tests.conftest import LocalServe
 
-pytestmark = [pytest.mark.container, pytest.mark.timeout(1800)]
+pytestmark = [
+    pytest.mark.container,
+    pytest.mark.timeout(600),
+]  # on top of the image builds (conftest)
 
 PREFIX = "/ds/preprocessing"
 INPUT_BUCKET = "dsjob-input"

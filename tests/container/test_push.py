@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
     from tests.conftest import LocalServe
 
-pytestmark = [pytest.mark.container, pytest.mark.timeout(1200)]
 
 REGISTRY_BIN = Path("/usr/bin/docker-registry")
 
@@ -66,6 +65,7 @@ def registry(tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
+@pytest.mark.container
 def test_ml_push_to_a_real_registry_pulls_back_and_runs(
     engine: Engine, prod_image: BuiltImage, registry: str
 ) -> None:
@@ -112,6 +112,7 @@ def test_ml_push_to_a_real_registry_pulls_back_and_runs(
             engine("rmi", f"{registry}/ds-preprocessing:{tag}", check=False)
 
 
+@pytest.mark.unit
 def test_push_refuses_a_dirty_tree(tmp_path: Path) -> None:
     """push-ecr.sh refuses uncommitted changes before touching any registry, unless --force."""
     repo = tmp_path / "repo"
@@ -146,6 +147,8 @@ def test_push_refuses_a_dirty_tree(tmp_path: Path) -> None:
     assert forced.stdout.strip() == "127.0.0.1:1/img:tag"
 
 
+# The emulator is a moto server on loopback: an integration test, no engine needed.
+@pytest.mark.integration
 def test_push_resolves_ecr_from_the_account_and_region(local_aws: LocalServe) -> None:
     """Without REGISTRY, push-ecr.sh resolves <account>.dkr.ecr.<region> and logs in to it."""
     ecr = credentials.client("ecr", local_aws.endpoint)

@@ -1,0 +1,104 @@
+"""compose.yaml under podman-compose: the emulator and the prod job on their own network."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pytest
+
+from .imagekit import REPO, BuiltImage, Engine
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+pytestmark = [pytest.mark.container, pytest.mark.timeout(600)]  # on top of the builds
+
+UV = REPO / ".cache" / "tools" / "bin" / "uv"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def podman_compose(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """podman-compose from requirements-compose.lock in a throwaway venv."""
+    if engine.name != "podman":
+        pytest.skip("docker compose is the docker user's path; this test checks podman-compose")
+    venv = tmp_path_factory.mktemp("compose") / "venv"
+    env = {"UV_NATIVE_TLS": "1", "PATH": os.environ["PATH"]}
+    subprocess.run([str(UV), "venv", "--quiet", "--python", "python3", str(venv)], check=True)
+    subprocess.run(
+        [str(UV), "pip", "sync", "--quiet", "--python", str(venv / "bin" / "python"),
+         "--require-hashes", str(REPO / "requirements-compose.lock")],
+        check=True, env=env,
+    )  # fmt: skip
+    return venv / "bin" / "podman-compose"
+
+
+@pytest.fixture
+def project(
+    podman_compose: Path, prod_image: BuiltImage, dev_image: BuiltImage
+) -> Iterator[tuple[list[str], dict[str, str]]]:
+    """compose.yaml as a uniquely named project with the session's images; down at the end."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DSJOB_DEV_IMAGE": dev_image.ref,
+        "DSJOB_PROD_IMAGE": prod_image.ref,
+        "DSJOB_EMULATOR_PORT": str(port),
+        "JUPYTER_PORT": str(_free_port()),
+    }
+    base = [str(podman_compose), "-p", f"dsjob-test-{port}", "-f", str(REPO / "compose.yaml")]
+    yield base, env
+    subprocess.run([*base, "down", "-t", "2"], env=env, capture_output=True, check=False)
+
+
+def _emulator(port: str) -> Any:
+    factory: Any = boto3.client
+    return factory(
+        "s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )  # fmt: skip
+
+
+def test_compose_job_publishes_to_the_compose_emulator(
+    project: tuple[list[str], dict[str, str]],
+) -> None:
+    """`run --rm job` reaches the emulator by service name and publishes a manifest there."""
+    base, env = project
+    up = subprocess.run(
+        [*base, "up", "-d", "emulator"], env=env, capture_output=True, text=True, check=False
+    )
+    assert up.returncode == 0, up.stdout + up.stderr
+    port = env["DSJOB_EMULATOR_PORT"]
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=2):
+                break
+        except OSError:
+            assert time.monotonic() < deadline, "the compose emulator never answered"
+            time.sleep(0.5)
+    run = subprocess.run(
+        [*base, "run", "--rm", "job"], env=env, capture_output=True, text=True, check=False,
+        timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    status = json.loads(next(x for x in reversed(run.stdout.splitlines()) if x.startswith("{")))
+    assert status["status"] == "succeeded"
+    keys = [
+        o["Key"] for o in _emulator(port).list_objects_v2(Bucket="dsjob-output").get("Contents", [])
+    ]
+    assert any(k.endswith(f"manifests/{status['run_id']}.json") for k in keys), keys
