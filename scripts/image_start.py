@@ -1,4 +1,4 @@
-# ruff: noqa: INP001, T201, S101
+# ruff: noqa: S101
 """Push and pull an image through a local registry (gzip vs zstd layers), then start it.
 
     python3 scripts/image_start.py IMAGE [--engine podman] [--rounds 3] [--json]

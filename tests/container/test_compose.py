@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.request
@@ -14,7 +13,10 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 
-from .imagekit import REPO, BuiltImage, Engine
+from tests.support.paths import REPO
+from tests.support.ports import free_port
+
+from .imagekit import BuiltImage, Engine
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -22,13 +24,6 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.container, pytest.mark.timeout(600)]  # on top of the builds
 
 UV = REPO / ".cache" / "tools" / "bin" / "uv"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +47,13 @@ def project(
     podman_compose: Path, prod_image: BuiltImage, dev_image: BuiltImage
 ) -> Iterator[tuple[list[str], dict[str, str]]]:
     """compose.yaml as a uniquely named project with the session's images; down at the end."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DSJOB_DEV_IMAGE": dev_image.ref,
         "DSJOB_PROD_IMAGE": prod_image.ref,
         "DSJOB_EMULATOR_PORT": str(port),
-        "JUPYTER_PORT": str(_free_port()),
+        "JUPYTER_PORT": str(free_port()),
     }
     base = [str(podman_compose), "-p", f"dsjob-test-{port}", "-f", str(REPO / "compose.yaml")]
     yield base, env

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from .imagekit import REPO, BuiltImage, Engine, base_image
+from tests.support.paths import REPO
+
+from .imagekit import BuiltImage, Engine, base_image
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(600)]  # on top of the builds
 
