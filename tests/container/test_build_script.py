@@ -122,3 +122,20 @@ def test_versions_conf_is_the_single_source() -> None:
     match = re.search(r"^ARG BASE_IMAGE=(\S+)", dockerfile, re.MULTILINE)
     assert match
     assert match.group(1) == VERSIONS["BASE_IMAGE"]
+
+
+def test_pin_base_says_plainly_when_no_registry_answers() -> None:
+    """Without a reachable registry, pin-base exits 1, names the image and keeps the pin."""
+    conf = (REPO / "config" / "versions.conf").read_text()
+    proc = subprocess.run(
+        [str(REPO / "scripts" / "pin-base.sh")],
+        capture_output=True,
+        text=True,
+        # `false` as the engine: every pull fails at once, as with no registry.
+        env={**os.environ, "CONTAINER_ENGINE": "false", "PATH": "/usr/bin:/bin"},
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert f"no registry answers for {VERSIONS['BASE_IMAGE'].split('@')[0]}" in proc.stderr
+    assert (REPO / "config" / "versions.conf").read_text() == conf
