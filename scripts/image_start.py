@@ -1,5 +1,5 @@
 # ruff: noqa: S101
-"""Push and pull an image through a local registry (gzip vs zstd layers), then start it.
+"""Push and pull an image through a local registry (gzip vs zstd layers), then start it (podman).
 
     python3 scripts/image_start.py IMAGE [--engine podman] [--rounds 3] [--json]
 
@@ -64,11 +64,11 @@ def _timed(cmd: list[str]) -> float:
     return time.monotonic() - start
 
 
-def _first_line(engine: str, ref: str) -> float:
+def _first_line(engine: list[str], ref: str) -> float:
     """Seconds from `run` to the container's first line of output (stdout or stderr)."""
     start = time.monotonic()
     proc = subprocess.Popen(
-        [engine, "run", "--rm", "-e", "DSJOB_LOG_FORMAT=json", ref],
+        [*engine, "run", "--rm", "-e", "DSJOB_LOG_FORMAT=json", ref],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -90,6 +90,9 @@ def measure(image: str, engine: str = "podman", rounds: int = 3) -> dict[str, di
     """Per compression: registry bytes and median push, pull, start and pull+start seconds."""
     results: dict[str, dict[str, Any]] = {}
     tls = ["--tls-verify=false"] if Path(engine).name == "podman" else []
+    # podman before 4.6 has no --force-compression; it compresses local layers anyway.
+    helped = subprocess.run([engine, "push", "--help"], capture_output=True, text=True, check=False)
+    force = ["--force-compression"] if "--force-compression" in helped.stdout else []
     for compression in COMPRESSIONS:
         with tempfile.TemporaryDirectory(prefix="dsjob-image-start-") as tmp:
             root = Path(tmp)
@@ -100,16 +103,15 @@ def measure(image: str, engine: str = "podman", rounds: int = 3) -> dict[str, di
                 for _ in range(rounds):
                     pushes.append(_timed([
                         engine, "push", *tls, "--compression-format", compression,
-                        "--force-compression", image, ref,
+                        *force, image, ref,
                     ]))  # fmt: skip
-                    subprocess.run(
-                        [engine, "rmi", "--force", ref], capture_output=True, check=False
-                    )
-                    pulls.append(_timed([engine, "pull", *tls, "--quiet", ref]))
-                    starts.append(_first_line(engine, ref))
-                    subprocess.run(
-                        [engine, "rmi", "--force", ref], capture_output=True, check=False
-                    )
+                    # A fresh image store per round: the engine would otherwise reuse the
+                    # layers it already holds and the pull would move no data.
+                    store = Path(tempfile.mkdtemp(prefix="store-", dir=root))
+                    cold = [engine, "--root", str(store / "root"), "--runroot", str(store / "run")]
+                    pulls.append(_timed([*cold, "pull", *tls, "--quiet", ref]))
+                    starts.append(_first_line(cold, ref))
+                    subprocess.run([*cold, "rmi", "--force", ref], capture_output=True, check=False)
                 results[compression] = {
                     "registry_mb": round(_blob_bytes(root) / 1e6, 1),
                     "push_s": round(statistics.median(pushes), 2),
