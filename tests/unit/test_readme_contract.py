@@ -1,0 +1,55 @@
+"""The README's job contract states the exit codes and limits the code enforces."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from dsjob import archive, custom, processing
+from dsjob.errors import ExitCode
+from tests.support.paths import REPO
+
+pytestmark = pytest.mark.unit
+
+_ROW = re.compile(r"^\| (\d+) \| (.+?) \|\s*(.*?)\s*\|$")
+
+
+def _section(title: str) -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index(f"\n### {title}\n")
+    end = text.find("\n#", start + 1)
+    return text[start:end]
+
+
+def _exit_table() -> dict[int, str]:
+    rows = (_ROW.match(line) for line in _section("Exit codes").splitlines())
+    return {int(m.group(1)): m.group(3) for m in rows if m}
+
+
+def test_exit_code_table_lists_exactly_the_exit_codes() -> None:
+    """Every `ExitCode` has a row in the README's exit-code table, and no other code does."""
+    assert sorted(_exit_table()) == sorted(code.value for code in ExitCode)
+
+
+def test_exit_code_table_marks_only_transient_as_retried() -> None:
+    """The retry column says yes for exit 5 alone, the only code Step Functions retries."""
+    retried = [code for code, retry in _exit_table().items() if "yes" in retry]
+    assert retried == [ExitCode.TRANSIENT.value]
+
+
+@pytest.mark.parametrize(
+    ("limit", "phrase"),
+    [
+        (processing.MAX_COLUMNS, "at most {:,} columns"),
+        (processing.SAMPLE_ROWS, "first {:,} rows"),
+        (archive.MAX_MEMBERS, "at most {:,} members"),
+        (archive.MAX_DEPTH, "{} path levels"),
+        (custom.MAX_OUTPUT_DEPTH, "more than {} levels deep"),
+    ],
+)
+def test_readme_quotes_the_limits_the_code_enforces(limit: int, phrase: str) -> None:
+    """Each limit the README's policies quote is the value the code uses."""
+    text = " ".join(_section("Data and transform policies (built-in step)").split())
+    text += " " + " ".join(_section("Script policies").split())
+    assert phrase.format(limit) in text
