@@ -30,7 +30,7 @@ MODULES: dict[str, list[str]] = {
     "errors": ["tests/unit/test_errors.py"],
     "custom": ["tests/unit/test_custom.py"],
     "publish": ["tests/unit/test_publish.py", "tests/unit/test_stop.py"],
-    "config": ["tests/unit/test_config.py"],
+    "config": ["tests/unit/test_config.py", "tests/unit/test_preflight.py"],
     "cli": ["tests/unit/test_exit_codes.py"],
 }
 # Extra pytest arguments per module. The setsid-escape tests leave orphans that
@@ -39,7 +39,7 @@ MODULES: dict[str, list[str]] = {
 PYTEST_ARGS: dict[str, list[str]] = {"custom": ["-k", "not grandchild"]}
 KEEP = REPO / ".cache" / "mutation"
 # Only these functions of a module count (the CLI's exit-code edge, not its help text).
-FOCUS: dict[str, tuple[str, ...]] = {"cli": ("x_main__", "x__fail__")}
+FOCUS: dict[str, tuple[str, ...]] = {"cli": ("x_main__", "x__fail__", "x__status__")}
 # Survivors known to be equivalent: (module, a substring of the mutated line) -> reason.
 EQUIVALENT: dict[tuple[str, str], str] = {
     ("archive", 'use_data_filter=hasattr(tarfile, "data_filter")'): (
@@ -185,6 +185,8 @@ def _survivors(module: str) -> tuple[int, list[dict[str, str]]]:
 
 
 def _section(module: str, total: int, found: list[dict[str, str]], seconds: float) -> str:
+    kept_tests = KEEP / module / "tests.txt"
+    tests = kept_tests.read_text() if kept_tests.exists() else ", ".join(MODULES[module])
     kinds: dict[str, int] = {}
     for item in found:
         kinds[item["kind"]] = kinds.get(item["kind"], 0) + 1
@@ -194,7 +196,7 @@ def _section(module: str, total: int, found: list[dict[str, str]], seconds: floa
         f"## {module}",
         "",
         (
-            f"{total} mutants, tests {', '.join(MODULES[module])}; not killed: {summary}; "
+            f"{total} mutants, tests {tests}; not killed: {summary}; "
             f"{seconds:.0f} s on {os.cpu_count()} CPUs ({time.strftime('%Y-%m-%d')})."
         ),
         "",
@@ -203,9 +205,8 @@ def _section(module: str, total: int, found: list[dict[str, str]], seconds: floa
         if item["kind"] in ("log only", "message wording"):
             continue
         reason = f" — {item['reason']}" if item["reason"] else ""
-        out += [f"- `{item['name']}` ({item['kind']}){reason}", "", "  ```diff"]
-        out += [f"  {line}" for line in item["diff"].splitlines()]
-        out += ["  ```", ""]
+        change = " → ".join(f"`{ln.strip()}`" for ln in item["diff"].splitlines()[:4])
+        out.append(f"- `{item['name'].rsplit('.', 1)[-1]}` ({item['kind']}){reason}: {change}")
     out.append(f"<!-- /module:{module} -->")
     return "\n".join(out)
 
@@ -248,6 +249,7 @@ def main() -> int:
         else:
             seconds = _run_mutmut(module, MODULES[module])
             (KEEP / module / "seconds").write_text(f"{seconds:.0f}")
+            (KEEP / module / "tests.txt").write_text(", ".join(MODULES[module]))
         # mutmut reads ./mutants: lend it the kept copy while the diffs are read.
         shutil.rmtree(REPO / "mutants", ignore_errors=True)
         (KEEP / module).rename(REPO / "mutants")

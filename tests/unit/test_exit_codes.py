@@ -98,3 +98,14 @@ def test_unexpected_exception_exits_1_with_traceback_and_status(
     assert (status["status"], status["exit_code"]) == ("failed", 1)
     assert status["error"].startswith("internal error: ModuleNotFoundError")
     assert "Traceback (most recent call last)" in err
+
+
+def test_unknown_flag_exits_2_with_a_status_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """A usage error (an unknown flag) returns 2 and still prints the JSON status line."""
+    code = cli.main(["run", "--no-such-flag"])
+    out, err = capsys.readouterr()
+    status = json.loads(out.strip().splitlines()[-1])
+    assert code == 2
+    assert (status["status"], status["exit_code"]) == ("failed", 2)
+    assert "no-such-flag" in status["error"]
+    assert "Usage:" in err
