@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import os
 import platform
+import sys
 import tempfile
 import threading
 import time
@@ -21,6 +22,7 @@ from dsjob.context import read_report
 from dsjob.errors import ConfigError, MalformedInputError, UserCodeError
 from dsjob.preflight import check_input_format, preflight
 from dsjob.publish import Published, already_published, manifest_key, publish
+from dsjob.queryprogress import QueryProgress
 from dsjob.storage import LocalStore, OutputStore, fetch, is_s3, sha256_file
 
 if TYPE_CHECKING:
@@ -86,8 +88,8 @@ def make_store(
     return LocalStore(cfg.output), ""
 
 
-def _in_worker(func: Callable[[], T]) -> T:
-    """Run `func` in a thread while the main thread waits in Python.
+def _in_worker(func: Callable[[], T], poll: Callable[[], None] | None = None) -> T:
+    """Run `func` in a thread while the main thread waits in Python (calling `poll` each 0.1 s).
 
     DuckDB holds the calling thread in C for the whole query, where Python signal
     handlers cannot run; waiting here keeps SIGTERM (ECS stop) handled at once.
@@ -105,6 +107,8 @@ def _in_worker(func: Callable[[], T]) -> T:
     while worker.is_alive():
         worker.join(0.1)
         stop.checkpoint("while processing")
+        if poll is not None:
+            poll()
     if "error" in box:
         raise box["error"]
     value: T = box["value"]
@@ -195,7 +199,7 @@ def run(cfg: JobConfig, clients: Clients | None, *, progress: bool = False) -> R
         else:
             mode, rows_in, dropped, records = (
                 "builtin",
-                *_run_builtin(cfg, fetched, work, output_dir),
+                *_run_builtin(cfg, fetched, work, output_dir, progress=progress),
             )
         timings["process_s"] = round(time.perf_counter() - mark, 3)
         stop.checkpoint("after processing")
@@ -308,10 +312,12 @@ def _fetch_all(
 
 
 def _run_builtin(
-    cfg: JobConfig, fetched: dict[str, FetchedFile], work: Path, output_dir: Path
+    cfg: JobConfig, fetched: dict[str, FetchedFile], work: Path, output_dir: Path, *, progress: bool
 ) -> tuple[int | None, dict[str, int], dict[str, int | None]]:
     from dsjob.processing import ProcessSettings, run_builtin  # noqa: PLC0415 - loads duckdb
 
+    # Drawn on a TTY in text mode only: JSON logs (CloudWatch) get no \r lines.
+    bar = QueryProgress("processing", enabled=progress and sys.stderr.isatty())
     transform = fetched.get("transform")
     settings = ProcessSettings(
         id_column=cfg.id_column,
@@ -322,8 +328,14 @@ def _run_builtin(
         memory_limit=cfg.memory_limit,
         threads=cfg.threads,
         temp_dir=work / "spill",
+        on_connect=bar.attach if bar.enabled else None,
     )
-    result = _in_worker(lambda: run_builtin(fetched["input"].path, output_dir, settings))
+    try:
+        result = _in_worker(
+            lambda: run_builtin(fetched["input"].path, output_dir, settings), poll=bar.poll
+        )
+    finally:
+        bar.finish()
     records: dict[str, int | None] = {
         f.relative_to(output_dir).as_posix(): result.rows_out for f in result.files
     }

@@ -113,6 +113,9 @@ class ProcessSettings:
     memory_limit: str | None = None
     threads: int | None = None
     temp_dir: Path | None = None
+    # Called with the step's connection once it is open, so another thread can poll
+    # `query_progress()`; None (the default) keeps DuckDB's progress tracking off.
+    on_connect: Callable[[duckdb.DuckDBPyConnection], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -315,8 +318,12 @@ def connect(settings: ProcessSettings, temp_dir: Path) -> duckdb.DuckDBPyConnect
             "autoload_known_extensions": False,
         }
     )
-    # A session option (not accepted in the connect-time config).
-    con.execute("SET enable_progress_bar = false")
+    # Session options (not accepted in the connect-time config). DuckDB tracks
+    # query_progress() only while its progress bar is on; its own printing stays off.
+    con.execute(f"SET enable_progress_bar = {str(settings.on_connect is not None).lower()}")
+    if settings.on_connect is not None:
+        con.execute("SET enable_progress_bar_print = false")
+        settings.on_connect(con)
     return con
 
 

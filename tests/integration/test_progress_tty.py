@@ -1,0 +1,80 @@
+"""The built-in step's progress line through the CLI: on a pseudo-terminal, never in JSON logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+DSJOB = Path(sys.executable).with_name("dsjob")
+# A transform whose one scalar subquery keeps DuckDB busy for about a second.
+SLOW_SQL = (
+    "SELECT i.* FROM input i, (SELECT sum(hash(r)) AS s FROM range(30000000) t(r)) "
+    "WHERE s IS NOT NULL"
+)
+
+
+def run_on_pty(tmp_path: Path, *extra: str) -> tuple[int, str, str]:
+    """Run `dsjob run` with its stderr on a pty slave; return (exit code, stdout, pty text)."""
+    data = tmp_path / "people.csv"
+    data.write_text("id,name\n1,a\n2,b\n", encoding="utf-8")
+    sql = tmp_path / "transform.sql"
+    sql.write_text(SLOW_SQL, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DSJOB_", "AWS_"))}
+    env["DSJOB_THREADS"] = "1"
+    master, slave = os.openpty()
+    cmd = [str(DSJOB), "run", "--input", str(data), "--output-dir", str(tmp_path / "out")]
+    with subprocess.Popen(
+        [*cmd, "--transform", str(sql), *extra],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+    ) as proc:
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every holder of the slave has closed it
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(master)
+        assert proc.stdout is not None
+        stdout = proc.stdout.read().decode()
+        code = proc.wait(timeout=60)
+    return code, stdout, b"".join(chunks).decode()
+
+
+def test_text_logs_on_a_tty_show_the_processing_line(tmp_path: Path) -> None:
+    """On a TTY in text mode the step draws `processing [...] NN%` and still exits 0."""
+    code, stdout, tty = run_on_pty(tmp_path)
+    assert code == 0, tty
+    assert json.loads(stdout.splitlines()[-1])["status"] == "succeeded"
+    frames = [f for f in tty.replace("\n", "\r").split("\r") if f.startswith("processing [")]
+    assert frames, tty
+    assert any(int(f.split("]")[1].strip(" %")) > 0 for f in frames), tty
+
+
+def test_json_logs_on_a_tty_are_only_json_lines(tmp_path: Path) -> None:
+    """With --log-format json, even on a TTY, no progress is drawn and every log line is JSON."""
+    code, stdout, tty = run_on_pty(tmp_path, "--log-format", "json")
+    assert code == 0, tty
+    assert json.loads(stdout.splitlines()[-1])["status"] == "succeeded"
+    text = tty.replace("\r\n", "\n")  # the pty's ONLCR turns each \n into \r\n
+    assert "\r" not in text
+    assert "processing [" not in text
+    # runner.print_summary's human report follows the logs on stderr in every mode
+    # (left as is here); everything the logger wrote before it is one JSON object a line.
+    logs = text.split("\ndsjob run ", 1)[0].splitlines()
+    assert logs, "no logs at all"
+    for line in logs:
+        assert isinstance(json.loads(line), dict), line
