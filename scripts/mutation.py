@@ -29,7 +29,15 @@ MODULES: dict[str, list[str]] = {
     "archive": ["tests/unit/test_archive.py"],
     "errors": ["tests/unit/test_errors.py"],
     "custom": ["tests/unit/test_custom.py"],
-    "publish": ["tests/unit/test_publish.py", "tests/unit/test_stop.py"],
+    "publish": [
+        "tests/unit/test_publish.py",
+        "tests/unit/test_publish_contract.py",
+        "tests/unit/test_stop.py",
+    ],
+    # The rest of the publish contract: what is committed, kept and deleted.
+    "history": ["tests/unit/test_publish.py", "tests/unit/test_publish_contract.py"],
+    # Against a moto server: each mutant starts one, so this module takes the longest.
+    "s3store": ["tests/integration/test_s3store.py"],
     "config": ["tests/unit/test_config.py", "tests/unit/test_preflight.py"],
     "cli": ["tests/unit/test_exit_codes.py"],
 }
