@@ -78,6 +78,28 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("archive", "dest.mkdir(parents=True"): "the job's work dir always has its parent",
     ("archive", "return repr(member.type)"): "unreachable: every tar member type is named above",
     ("archive", 'return "'): "names the member type in a message (wording)",
+    ("publish", 'return stem, (dot + ext) if dot else ""'): (
+        "a name without a dot has an empty extension either way"
+    ),
+    ("publish", "json.dumps(body, indent=2"): (
+        "the manifest's indentation is layout; readers parse the JSON (default=str is listed apart)"
+    ),
+    ("publish", "raise history.AlreadyCommittedError(run_id)"): (
+        "publish() catches it and reports the committed run; its message is never shown"
+    ),
+    ("publish", "digests=digests"): (
+        "without the precomputed digests upload_verified computes the same ones again"
+    ),
+    ("publish", "checkpoint=checkpoint,"): (
+        "every caller (job, fan-out commit) passes the default stop.checkpoint"
+    ),
+    ("publish", 'checkpoint("before writing the run manifest")'): (
+        "names the stop point in a log line only"
+    ),
+    ("publish", '"earlier outputs kept"'): "rewords an error; its class and names stay",
+    ("publish", 'manifest.get("outputs", [])'): (
+        "every manifest dsjob writes (format 1) has an outputs list"
+    ),
 }
 _STATUS = {0: "survived", 5: "no tests", 33: "no tests", 36: "timeout", 24: "timeout"}
 
