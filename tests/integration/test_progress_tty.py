@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 DSJOB = Path(sys.executable).with_name("dsjob")
 # A transform whose one scalar subquery keeps DuckDB busy for about a second.
 SLOW_SQL = (
-    "SELECT i.* FROM input i, (SELECT sum(hash(r)) AS s FROM range(30000000) t(r)) "
+    "SELECT i.* FROM input i, (SELECT sum(hash(r)) AS s FROM range(120000000) t(r)) "
     "WHERE s IS NOT NULL"
 )
 

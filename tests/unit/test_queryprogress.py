@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import io
+import threading
 from typing import TYPE_CHECKING
 
-from dsjob.job import _in_worker
 from dsjob.processing import ProcessSettings, connect
 from dsjob.queryprogress import QueryProgress
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-# Slow enough (about 0.3-1 s on a loaded 2-core machine) for several 0.1 s polls.
-SLOW = "SELECT sum(hash(i)) FROM range(15000000) t(i)"
+# Slow enough (0.4 s idle, a few seconds on a loaded 2-core machine) for several 0.1 s polls.
+SLOW = "SELECT sum(hash(i)) FROM range(80000000) t(i)"
 
 
 def run_slow(tmp_path: Path, bar: QueryProgress, *, attach: bool) -> None:
     settings = ProcessSettings(threads=1, on_connect=bar.attach if attach else None)
     with connect(settings, tmp_path) as con:
-        _in_worker(lambda: con.execute(SLOW).fetchall(), poll=bar.poll)
+        worker = threading.Thread(target=lambda: con.execute(SLOW).fetchall())
+        worker.start()
+        # Polled far more often than the job's 0.1 s, so a fast machine still sees frames.
+        while worker.is_alive():
+            worker.join(0.005)
+            bar.poll()
     bar.finish()
 
 
