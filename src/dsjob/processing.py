@@ -82,6 +82,8 @@ from dsjob.sniffing import MAX_COLUMNS
 from dsjob.sqltext import _quote_ident, _quote_str, _scalar, _translate
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import duckdb
 
 __all__ = [
