@@ -103,7 +103,13 @@ def local_run(
     from dsjob import runs as history  # noqa: PLC0415
 
     with emulator.start(host, port) as aws:
-        emulator.seed(_clients(), rows=rows, random_seed=seed, script_dir=_dir(with_script))
+        emulator.seed(
+            _clients(),
+            rows=rows,
+            random_seed=seed,
+            script_dir=_dir(with_script),
+            progress=not use_json,
+        )
         summary = runner.run_from_flags({}, progress=not use_json)
         if mirror is not None:
             mirror.mkdir(parents=True, exist_ok=True)
@@ -134,11 +140,17 @@ def local_serve(
     host: str,
 ) -> int:
     """Start and seed the emulator, print the export line, keep it up until Ctrl-C."""
-    configure_logging(verbose, log_format)
+    use_json = configure_logging(verbose, log_format)
     from dsjob import emulator  # noqa: PLC0415
 
     with emulator.start(host, port) as aws:
-        emulator.seed(_clients(), rows=rows, random_seed=seed, script_dir=_dir(with_script))
+        emulator.seed(
+            _clients(),
+            rows=rows,
+            random_seed=seed,
+            script_dir=_dir(with_script),
+            progress=not use_json,
+        )
         click.echo(f"export AWS_ENDPOINT_URL={aws.endpoint_url}")
         creds = " ".join(f"{k}={v}" for k, v in emulator.FAKE_CREDENTIALS.items())
         click.echo(f"export {creds}")
@@ -158,12 +170,14 @@ def local_seed(
     log_format: str | None,
 ) -> int:
     """Seed an emulator that is already running (AWS_ENDPOINT_URL)."""
-    configure_logging(verbose, log_format)
+    use_json = configure_logging(verbose, log_format)
     from dsjob import emulator  # noqa: PLC0415
 
     if not os.environ.get("AWS_ENDPOINT_URL"):
         raise ConfigError("dsjob local seed needs AWS_ENDPOINT_URL (see `dsjob local serve`)")
-    emulator.seed(_clients(), rows=rows, random_seed=seed, script_dir=_dir(with_script))
+    emulator.seed(
+        _clients(), rows=rows, random_seed=seed, script_dir=_dir(with_script), progress=not use_json
+    )
     return 0
 
 

@@ -89,6 +89,7 @@ def seed(
     random_seed: int = 7,
     script_dir: Path | None = None,
     prefix: str = DEFAULT_PREFIX,
+    progress: bool = False,
 ) -> dict[str, str]:
     """Create the buckets, the SSM parameters and the sample input (and script + package).
 
@@ -98,11 +99,13 @@ def seed(
         random_seed: seed of the generator (same seed, same file).
         script_dir: holds script.py and package/ to upload; None runs the built-in step.
         prefix: the SSM parameter prefix.
+        progress: draw the sample upload's progress bar (TTY text mode only).
 
     Returns:
         The parameters written, by short name.
     """
     from dsjob.sample import write_members_csv  # noqa: PLC0415
+    from dsjob.storage import Progress  # noqa: PLC0415
 
     s3, ssm = clients.s3, clients.ssm
     for bucket in (INPUT_BUCKET, OUTPUT_BUCKET, ARTIFACT_BUCKET):
@@ -118,8 +121,16 @@ def seed(
     }
     with tempfile.TemporaryDirectory(prefix="dsjob-seed-") as tmp:
         csv = Path(tmp) / "members.csv"
+        LOGGER.info("generating sample input", extra={"rows": rows})
         write_members_csv(csv, rows, seed=random_seed)
-        s3.upload_file(str(csv), INPUT_BUCKET, INPUT_KEY)
+        s3.upload_file(
+            str(csv),
+            INPUT_BUCKET,
+            INPUT_KEY,
+            Callback=Progress(
+                f"seed s3://{INPUT_BUCKET}/{INPUT_KEY}", csv.stat().st_size, enabled=progress
+            ),
+        )
         if script_dir is not None:
             params.update(_upload_script(clients, script_dir, Path(tmp)))
     stale = [f"{prefix}/{k}" for k in ("script-key", "package-key") if k not in params]

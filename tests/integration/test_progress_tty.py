@@ -78,3 +78,41 @@ def test_json_logs_on_a_tty_are_only_json_lines(tmp_path: Path) -> None:
     assert logs, "no logs at all"
     for line in logs:
         assert isinstance(json.loads(line), dict), line
+
+
+def seed_on_pty(*extra: str) -> tuple[int, str]:
+    """Run `dsjob local run` (which seeds the emulator) with stderr on a pty; (exit, pty text)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DSJOB_", "AWS_"))}
+    master, slave = os.openpty()
+    with subprocess.Popen(
+        [str(DSJOB), "local", "run", "--rows", "2000", *extra],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+    ) as proc:
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every holder of the slave has closed it
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(master)
+        code = proc.wait(timeout=120)
+    return code, b"".join(chunks).decode()
+
+
+def test_seeding_draws_its_upload_bar_on_a_tty_and_not_in_json() -> None:
+    """Seeding shows the sample upload reaching 100% in text mode, and nothing in JSON."""
+    code, tty = seed_on_pty()
+    assert code == 0, tty
+    frames = [f for f in tty.replace("\n", "\r").split("\r") if f.startswith("seed s3://")]
+    assert frames, tty
+    assert " 100% " in frames[-1], frames
+    code, tty = seed_on_pty("--log-format", "json")
+    assert code == 0, tty
+    assert "seed s3://" not in tty
