@@ -20,7 +20,8 @@ fi
 sudo=()
 [ "$(id -u)" -eq 0 ] || sudo=(sudo)
 
-packages=(podman buildah runc uidmap debootstrap)
+# dnsname: compose service names resolve on podman's CNI networks (compose.yaml).
+packages=(podman buildah runc uidmap debootstrap golang-github-containernetworking-plugin-dnsname)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

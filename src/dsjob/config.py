@@ -108,6 +108,14 @@ OTHER_ENV_NAMES = frozenset(
         "DSJOB_MODEL_PATH",
         "DSJOB_WORK_DIR",
         "DSJOB_PROCESS_TAG",
+        "DSJOB_REPORT_PATH",
+        "DSJOB_SBOM_FILE",
+        "DSJOB_PROD_LOCK",
+        "DSJOB_ROOT",
+        # compose.yaml's and the container tests' image and port choices
+        "DSJOB_DEV_IMAGE",
+        "DSJOB_PROD_IMAGE",
+        "DSJOB_EMULATOR_PORT",
     }
 )
 OTHER_ENV_PREFIXES = ("DSJOB_REQUIRE_",)

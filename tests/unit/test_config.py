@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from dsjob.config import S3Location, env_name, resolve
+from dsjob.config import OTHER_ENV_NAMES, PARAMS, S3Location, env_name, resolve
 from dsjob.errors import ConfigError
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.unit
 
@@ -151,3 +154,15 @@ def test_dataset_from_a_non_ascii_key_is_made_safe() -> None:
     """The default dataset, taken from the input's name, keeps only the safe alphabet."""
     cfg = resolve({}, {}, reader({**SSM, "input-key": "raw/été 2024.csv"}))
     assert cfg.dataset == "t-2024"
+
+
+def test_every_dsjob_variable_the_project_sets_is_a_known_name() -> None:
+    """No DSJOB_* name written in the images, compose or scripts is warned about as a typo."""
+    listed = subprocess.run(
+        ["git", "grep", "-ohE", r"(^|[^_A-Z])DSJOB_[A-Z][A-Z0-9_]*[A-Z0-9]", "--",
+         "src", "docker", "compose.yaml", ".devcontainer", "scripts", "make", "Makefile"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    used = {re.sub(r"^[^D]*", "", m) for m in listed.split()}
+    known = {env_name(p.name) for p in PARAMS} | OTHER_ENV_NAMES
+    assert sorted(n for n in used - known if not n.startswith("DSJOB_REQUIRE")) == []
