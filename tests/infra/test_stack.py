@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import pytest
-from aws_cdk.assertions import Match
 
 pytestmark = pytest.mark.infra
 
@@ -36,6 +35,8 @@ def test_stack_is_named_for_purpose_environment_account_and_region(synth):
 @pytest.mark.parametrize("purpose", ["input", "output", "artifacts"])
 def test_job_buckets_are_encrypted_private_and_tls_only(synth, purpose):
     """Each job bucket: named ds-<purpose>-dev-..., SSE, all public access blocked, TLS enforced."""
+    from aws_cdk.assertions import Match  # noqa: PLC0415 - the dev image has no CDK; collecting must not need it
+
     name = f"ds-{purpose}-dev-{ACCOUNT_REGION}"
     synth.template.has_resource_properties(
         "AWS::S3::Bucket",
@@ -84,6 +85,8 @@ def test_job_buckets_are_encrypted_private_and_tls_only(synth, purpose):
 
 def test_output_bucket_is_versioned_and_expires_old_versions(synth):
     """The output bucket keeps versions; noncurrent ones and lone delete markers expire (30 d)."""
+    from aws_cdk.assertions import Match  # noqa: PLC0415 - the dev image has no CDK; collecting must not need it
+
     synth.template.has_resource_properties(
         "AWS::S3::Bucket",
         {
@@ -399,6 +402,8 @@ def test_failure_cause_comes_from_the_status_object_with_the_log_as_fallback(syn
 
 def test_input_prefix_fans_out_map_reduce_commit(synth):
     """inputPrefix: list (empty fails), distributed map of data files, reduce 0..P-1, commit."""
+    from aws_cdk.assertions import Match  # noqa: PLC0415 - the dev image has no CDK; collecting must not need it
+
     definition = _definition(synth)
     states = definition["States"]
     assert states["Fan out?"]["Choices"][0]["Next"] == "List input prefix"

@@ -124,7 +124,19 @@ def test_extract_without_stdlib_filter_is_equivalent(
     assert (dest / "package/run.py").read_bytes() == data
 
 
-@pytest.mark.parametrize("use_data_filter", [True, False])
+@pytest.mark.parametrize(
+    "use_data_filter",
+    [
+        pytest.param(
+            True,
+            marks=pytest.mark.skipif(
+                not hasattr(tarfile, "data_filter"),
+                reason="this Python's tarfile has no data filter (added in 3.11.4, 3.12)",
+            ),
+        ),
+        False,
+    ],
+)
 def test_both_extraction_paths_give_plain_files_plain_modes(
     tmp_path: Path,
     use_data_filter: bool,  # noqa: FBT001 -- pytest parameter
