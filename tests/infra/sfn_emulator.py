@@ -23,8 +23,8 @@ definition, and only these are changed:
    status line the job prints last, written to the task's awslogs stream as the
    awslogs driver would.  ``"failures"`` makes RunTask start nothing and answer
    with that Failures list (ECS API Reference, "RunTask", "Failure"); the
-   state then fails with ``AmazonECS.Unknown``, which is what issue 10 reports
-   AWS does (our model: moto has no such path, it indexes ``Tasks[0]``).
+   state then fails with ``AmazonECS.Unknown``, as Step Functions does when RunTask
+   places nothing (our model: moto has no such path, it indexes ``Tasks[0]``).
 
 4. moto wraps the value of a definite path through an array index
    (``$.task.Containers[0].ExitCode``) in a one-element list (its fix for
