@@ -301,7 +301,7 @@ def test_gzip_named_csv_is_named_as_gzip(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-# --- config abuse ----------- ------------------------------------------------------
+# --- config abuse -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
