@@ -287,6 +287,15 @@ def devcontainer(
             versions.read_text(),
         )
     )
+    # ... and the Dockerfile's default base, which a unit test holds equal to versions.conf.
+    dockerfile = workspace / "docker" / "Dockerfile"
+    dockerfile.write_text(
+        re.sub(
+            r"(?m)^ARG BASE_IMAGE=\S+$",
+            f"ARG BASE_IMAGE={config['build']['args']['BASE_IMAGE']}",
+            dockerfile.read_text(),
+        )
+    )
     if os.getuid() == 0:
         # updateRemoteUserUID cannot give dev uid 0: let the image's dev (1000) own the copy.
         subprocess.run(["chown", "-R", "1000:1000", str(workspace)], check=True)
