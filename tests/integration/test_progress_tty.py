@@ -28,14 +28,15 @@ def run_on_pty(tmp_path: Path, *extra: str) -> tuple[int, str, str]:
     sql.write_text(SLOW_SQL, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DSJOB_", "AWS_"))}
     env["DSJOB_THREADS"] = "1"
-    master, slave = os.openpty()
     cmd = [str(DSJOB), "run", "--input", str(data), "--output-dir", str(tmp_path / "out")]
+    return on_pty([*cmd, "--transform", str(sql), *extra], env, timeout=60)
+
+
+def on_pty(cmd: list[str], env: dict[str, str], *, timeout: float) -> tuple[int, str, str]:
+    """Run `cmd` with its stderr on a pty slave; return (exit code, stdout, pty text)."""
+    master, slave = os.openpty()
     with subprocess.Popen(
-        [*cmd, "--transform", str(sql), *extra],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=slave,
+        cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave
     ) as proc:
         os.close(slave)
         chunks = []
@@ -50,7 +51,7 @@ def run_on_pty(tmp_path: Path, *extra: str) -> tuple[int, str, str]:
         os.close(master)
         assert proc.stdout is not None
         stdout = proc.stdout.read().decode()
-        code = proc.wait(timeout=60)
+        code = proc.wait(timeout=timeout)
     return code, stdout, b"".join(chunks).decode()
 
 
@@ -83,27 +84,8 @@ def test_json_logs_on_a_tty_are_only_json_lines(tmp_path: Path) -> None:
 def seed_on_pty(*extra: str) -> tuple[int, str]:
     """Run `dsjob local run` (which seeds the emulator) with stderr on a pty; (exit, pty text)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DSJOB_", "AWS_"))}
-    master, slave = os.openpty()
-    with subprocess.Popen(
-        [str(DSJOB), "local", "run", "--rows", "2000", *extra],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=slave,
-    ) as proc:
-        os.close(slave)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: every holder of the slave has closed it
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        os.close(master)
-        code = proc.wait(timeout=120)
-    return code, b"".join(chunks).decode()
+    code, _, tty = on_pty([str(DSJOB), "local", "run", "--rows", "2000", *extra], env, timeout=120)
+    return code, tty
 
 
 def test_seeding_draws_its_upload_bar_on_a_tty_and_not_in_json() -> None:

@@ -88,7 +88,8 @@ def test_good_archive_extracts(tmp_path: Path) -> None:
     assert (dest / "package/copy.py").read_text() == "def f():\n    return 1\n"
 
 
-@pytest.mark.parametrize(
+# The stdlib data filter's path, where this Python has one, and the fallback path.
+BOTH_EXTRACTION_PATHS = pytest.mark.parametrize(
     "use_data_filter",
     [
         pytest.param(
@@ -101,6 +102,9 @@ def test_good_archive_extracts(tmp_path: Path) -> None:
         False,
     ],
 )
+
+
+@BOTH_EXTRACTION_PATHS
 def test_extract_without_stdlib_filter_is_equivalent(
     tmp_path: Path,
     use_data_filter: bool,  # noqa: FBT001 -- pytest parameter
@@ -124,19 +128,7 @@ def test_extract_without_stdlib_filter_is_equivalent(
     assert (dest / "package/run.py").read_bytes() == data
 
 
-@pytest.mark.parametrize(
-    "use_data_filter",
-    [
-        pytest.param(
-            True,
-            marks=pytest.mark.skipif(
-                not hasattr(tarfile, "data_filter"),
-                reason="this Python's tarfile has no data filter (added in 3.11.4, 3.12)",
-            ),
-        ),
-        False,
-    ],
-)
+@BOTH_EXTRACTION_PATHS
 def test_both_extraction_paths_give_plain_files_plain_modes(
     tmp_path: Path,
     use_data_filter: bool,  # noqa: FBT001 -- pytest parameter
