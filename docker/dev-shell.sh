@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Interactive shell setup for the dev image (sourced from /etc/bash.bashrc and ~/.bashrc).
-# The prompt says you are inside the container; the aliases are the product brief's
-# shell conveniences: data / ml (activate), test, lint, ml-versions, health-check, jupyter-lab.
+# The prompt says you are inside the container; the aliases are the shell
+# conveniences: data / ml (activate), test, lint, ml-versions, health-check, jupyter-lab.
 # Idempotent: sourced again at the end of ~/.bashrc so the skeleton's PS1 does not win.
 
 [[ $- == *i* ]] || return 0

@@ -1,4 +1,4 @@
-"""The synthesized stacks hold what issues 5 and 10 ask for, with the asked-for properties."""
+"""The synthesized stacks: each resource the pipeline needs, with the properties it relies on."""
 
 from __future__ import annotations
 
