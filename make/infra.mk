@@ -5,7 +5,7 @@ ENV ?= dev
 INFRA_OUT ?= infra/cdk.out
 AWS_CDK_CLI_VERSION ?= $(shell sed -n 's/^AWS_CDK_CLI_VERSION=//p' config/versions.conf)
 # The tag `make ml-push` pushes: <version>-<git sha>; override to deploy another one.
-IMAGE_TAG ?= $(shell $(PY) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')-$(shell git rev-parse --short=12 HEAD)
+IMAGE_TAG ?= $(shell bash -c '. scripts/lib/common.sh && project_version')-$(shell git rev-parse --short=12 HEAD)
 INFRA_CONTEXT ?=
 # jsii's banner for an end-of-life Node, relayed as b'...' lines (infra/dsjob_infra/node.py).
 JSII_ENV = JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=$(shell node --version 2>/dev/null | sed -n 's/^v\([0-9]*\)\..*/\1/p')

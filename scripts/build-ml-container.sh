@@ -75,7 +75,7 @@ if [ "$with_ml" = 1 ] && [ "$stage" != prod ]; then echo "--with-ml applies to -
 engine=$(container_engine)
 engine_name=$(basename "$engine")
 
-version=$(awk -F'"' '/^version *=/ {print $2; exit}' pyproject.toml)
+version=$(project_version)
 sha=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 source_url=${SOURCE_URL:-$(git remote get-url origin 2>/dev/null || echo unknown)}

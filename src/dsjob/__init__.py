@@ -29,6 +29,21 @@ if TYPE_CHECKING:
     from dsjob.job import RunSummary
 
 
+def version() -> str:
+    """The installed version of dsjob.
+
+    pyproject.toml's ``[project] version`` is the one place it is written; the
+    package metadata carries it here, and the build tooling reads the same field
+    (``project_version`` in scripts/lib/common.sh) for image tags, labels and the SBOM.
+    """
+    from importlib import metadata  # noqa: PLC0415
+
+    try:
+        return metadata.version("dsjob")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0+unknown"
+
+
 def run(**params: object) -> RunSummary:
     """Run the job once in this process, like `dsjob run`, and return its summary.
 
@@ -56,4 +71,5 @@ __all__ = [
     "UserCodeError",
     "context",
     "run",
+    "version",
 ]

@@ -16,9 +16,9 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from dsjob import history, stop
+from dsjob import history, stop, version
 from dsjob.errors import InputError, MalformedInputError
-from dsjob.job import RunSummary, version
+from dsjob.job import RunSummary
 from dsjob.publish import Published, already_published, commit, manifest_key
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from dsjob import history, stop, workdir
+from dsjob import history, stop, version, workdir
 from dsjob.config import S3Location
 from dsjob.context import read_report
 from dsjob.errors import ConfigError, MalformedInputError, UserCodeError
@@ -55,14 +55,6 @@ class RunSummary:
     duration_s: float
     timings: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)  # what script.py reported
-
-
-def version() -> str:
-    """The installed dsjob version."""
-    try:
-        return metadata.version("dsjob")
-    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
-        return "0+unknown"
 
 
 def _versions() -> dict[str, str]:
