@@ -6,6 +6,7 @@ and `dsjob.runs`, imported when a command runs so `dsjob --help` stays light.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -116,14 +117,24 @@ def local_run(
             store, prefix = history.output_store({}, None)
             key = f"{prefix}manifests/{summary.run_id}.json"
             for path in history.download_run(store, key, mirror):
-                click.echo(f"copied   {path}", err=True)
+                _note(f"copied   {path}", "output copied", use_json=use_json, path=str(path))
         else:
-            click.echo(
+            _note(
                 f"# the emulator stops now; keep outputs with --mirror DIR ({aws.endpoint_url})",
-                err=True,
+                "the emulator stops now; keep outputs with --mirror DIR",
+                use_json=use_json,
+                endpoint=aws.endpoint_url,
             )
         runner.print_summary(summary)
     return 0
+
+
+def _note(text: str, message: str, *, use_json: bool, **fields: str) -> None:
+    """A line for the user: with JSON logs a log record (`message`, `fields`), else `text`."""
+    if use_json:
+        logging.getLogger("dsjob").info(message, extra=fields)
+    else:
+        click.echo(text, err=True)
 
 
 @local.command("serve")

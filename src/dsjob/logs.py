@@ -69,6 +69,11 @@ def json_choice(value: str | None, *, source: str = "DSJOB_LOG_FORMAT") -> bool 
     return None if choice == "auto" else choice == "json"
 
 
+def json_mode() -> bool:
+    """Whether the configured root handler writes JSON lines (as `configure` chose)."""
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
+
+
 def configure(
     *, verbose: bool = False, stream: TextIO | None = None, json_lines: bool | None = None
 ) -> bool:

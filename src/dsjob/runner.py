@@ -261,7 +261,39 @@ def _warn_unlocked_imports(cfg: JobConfig) -> None:
 
 
 def print_summary(summary: RunSummary) -> None:
-    """The human summary on stderr, then the one-line JSON status on stdout (last)."""
+    """The run's report on stderr, then the one-line JSON status on stdout (last).
+
+    With JSON logs (CloudWatch) the report is one more JSON log record, so every
+    stderr line stays parseable by metric filters; on a terminal it is a short
+    human table.
+    """
+    from dsjob import logs  # noqa: PLC0415 - logging set-up is only needed here
+
+    if logs.json_mode():
+        LOGGER.info(
+            "run summary",
+            extra={
+                "run_id": summary.run_id,
+                "status": summary.status,
+                "mode": summary.mode,
+                "duration_s": summary.duration_s,
+                "rows_in": summary.rows_in,
+                "rows_out": summary.rows_out,
+                "dropped": summary.dropped,
+                "metrics": summary.metrics,
+                "outputs": [
+                    {"uri": o.uri, "size": o.size, "records": o.records} for o in summary.outputs
+                ],
+                "manifest": summary.manifest_uri,
+            },
+        )
+    else:
+        print(human_summary(summary), file=sys.stderr, flush=True)  # noqa: T201 - the report
+    print(json.dumps(success_status(summary)), flush=True)  # noqa: T201
+
+
+def human_summary(summary: RunSummary) -> str:
+    """The terminal report of a finished run: counts, metrics, outputs and manifest."""
     head = f"dsjob run {summary.run_id}: {summary.status}"
     lines = [f"{head} in {summary.duration_s:.2f} s ({summary.mode})"]
     dropped = ", ".join(f"{k} {v:,}" for k, v in summary.dropped.items() if v) or "none"
@@ -274,8 +306,7 @@ def print_summary(summary: RunSummary) -> None:
         rows = "" if obj.records is None else f", {obj.records:,} rows"
         lines.append(f"  output   {obj.uri} ({human_size(obj.size)}{rows})")
     lines.append(f"  manifest {summary.manifest_uri}")
-    print("\n".join(lines), file=sys.stderr, flush=True)  # noqa: T201 - the run's report
-    print(json.dumps(success_status(summary)), flush=True)  # noqa: T201
+    return "\n".join(lines)
 
 
 def human_size(n: int) -> str:

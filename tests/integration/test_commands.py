@@ -98,4 +98,12 @@ def test_local_run_prints_the_summary() -> None:
     status = json.loads(proc.stdout.strip().splitlines()[-1])
     assert status["rows_in"] == 300
     assert status["manifest"].startswith("s3://dsjob-output/processed/manifests/")
-    assert "rows     in 300 ->" in proc.stderr
+    # JSON logs: the report is one more JSON record, and no stderr line is anything else
+    records = [json.loads(line) for line in proc.stderr.splitlines()]
+    summary = [r for r in records if r["message"] == "run summary"]
+    assert len(summary) == 1, proc.stderr
+    assert summary[0]["rows_in"] == 300
+    assert summary[0]["run_id"] == status["run_id"]
+    assert summary[0]["manifest"] == status["manifest"]
+    assert [o["uri"] for o in summary[0]["outputs"]] == status["outputs"]
+    assert "rows     in" not in proc.stderr

@@ -94,7 +94,7 @@ def test_local_run_mirror_leaves_outputs_on_disk(tmp_path: Path) -> None:
 def test_readme_sample_summary_matches_a_real_run() -> None:
     """The README's sample summary shows the counts a default `dsjob local run` really gives."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT")}
-    proc = dsjob("local", "run", env={**env, "DSJOB_LOG_FORMAT": "json"})
+    proc = dsjob("local", "run", env={**env, "DSJOB_LOG_FORMAT": "text"})
     assert proc.returncode == 0, proc.stderr
     real = re.search(r"rows     in .*", proc.stderr)
     assert real is not None
@@ -118,7 +118,8 @@ def test_script_report_lands_in_manifest_summary_and_status(tmp_path: Path) -> N
     assert (status["rows_in"], status["rows_out"]) == (4, 1)
     assert status["dropped"] == {"null_id": 2, "late": 1}
     assert status["metrics"] == {"auc": 0.9}
-    assert "metric   auc = 0.9" in proc.stderr
+    summary = [json.loads(x) for x in proc.stderr.splitlines() if '"run summary"' in x]
+    assert [s["metrics"] for s in summary] == [{"auc": 0.9}]
     manifest = json.loads((out / "manifests" / f"{status['run_id']}.json").read_text())
     assert manifest["counts"]["dropped"] == {"null_id": 2, "late": 1}
     assert manifest["counts"]["metrics"] == {"auc": 0.9}
