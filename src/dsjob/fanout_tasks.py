@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 from dsjob import stop
 from dsjob.config import S3Location
 from dsjob.errors import ConfigError, ConflictError, InputError, MalformedInputError
-from dsjob.job import RunSummary, _in_worker
+from dsjob.job import RunSummary
 from dsjob.publish import Published, upload_verified
+from dsjob.steps import in_worker
 from dsjob.storage import fetch
 from dsjob.workarea import object_tag
 
@@ -95,7 +96,7 @@ def run_map(cfg: JobConfig, work: WorkArea, t0: float) -> RunSummary:
             msg = f"input {source} is empty (0 bytes): a fan-out maps data objects only"
             raise MalformedInputError(msg)
         step = settings(cfg, Path(tmp))
-        out = _in_worker(
+        out = in_worker(
             lambda: shuffle.map_object(fetched.path, Path(tmp) / "map", step, cfg.partitions)
         )
         files = {}
@@ -186,7 +187,7 @@ def run_reduce(cfg: JobConfig, work: WorkArea, t0: float) -> RunSummary:
             step = settings(cfg, Path(tmp))
             target = Path(tmp) / "out" / f"part-{k:05d}"
             target.parent.mkdir()
-            written, rows = _in_worker(lambda: shuffle.reduce_partition(files, types, target, step))
+            written, rows = in_worker(lambda: shuffle.reduce_partition(files, types, target, step))
             for path in written:
                 stop.checkpoint("before uploading the part")
                 key = stem + path.name

@@ -5,39 +5,28 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import platform
-import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from dsjob import history, stop, version, workdir
+from dsjob import history, record, steps, stop, workdir
 from dsjob.config import S3Location
 from dsjob.context import read_report
-from dsjob.errors import ConfigError, MalformedInputError, UserCodeError
-from dsjob.preflight import check_input_format, preflight
+from dsjob.errors import MalformedInputError, UserCodeError
+from dsjob.preflight import preflight
 from dsjob.publish import Published, already_published, manifest_key, publish
-from dsjob.queryprogress import QueryProgress
-from dsjob.storage import LocalStore, OutputStore, fetch, is_s3, sha256_file
+from dsjob.schedule import tick_run_id
+from dsjob.storage import LocalStore, OutputStore, is_s3
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from mypy_boto3_s3 import S3Client
-
     from dsjob.aws import Clients
-    from dsjob.config import JobConfig, Location
+    from dsjob.config import JobConfig
     from dsjob.publish import PublishResult
-    from dsjob.storage import FetchedFile
 
 LOGGER = logging.getLogger(__name__)
-T = TypeVar("T")
-REPORT_NAME = ".dsjob-report.json"  # in the work dir, so it is never published
 
 
 @dataclass(frozen=True)
@@ -57,16 +46,6 @@ class RunSummary:
     metrics: dict[str, Any] = field(default_factory=dict)  # what script.py reported
 
 
-def _versions() -> dict[str, str]:
-    found = {"python": platform.python_version(), "dsjob": version()}
-    for dist in ("duckdb", "boto3", "botocore", "pandas", "numpy"):
-        try:
-            found[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
-
-
 def make_store(
     cfg: JobConfig, clients: Clients | None, *, progress: bool
 ) -> tuple[OutputStore, str]:
@@ -78,67 +57,6 @@ def make_store(
         store = S3Store(clients.s3, cfg.output.bucket, progress=progress, checkpoint=_checkpoint)
         return store, cfg.output.key
     return LocalStore(cfg.output), ""
-
-
-def _in_worker(func: Callable[[], T], poll: Callable[[], None] | None = None) -> T:
-    """Run `func` in a thread while the main thread waits in Python (calling `poll` each 0.1 s).
-
-    DuckDB holds the calling thread in C for the whole query, where Python signal
-    handlers cannot run; waiting here keeps SIGTERM (ECS stop) handled at once.
-    """
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = func()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            box["error"] = exc
-
-    worker = threading.Thread(target=target, name="dsjob-step", daemon=True)
-    worker.start()
-    while worker.is_alive():
-        worker.join(0.1)
-        stop.checkpoint("while processing")
-        if poll is not None:
-            poll()
-    if "error" in box:
-        raise box["error"]
-    value: T = box["value"]
-    return value
-
-
-def tick_run_id(scheduled_time: str) -> str:
-    """The run id of a schedule tick: ``scheduled-YYYYMMDDTHHMMSSZ`` of the tick in UTC.
-
-    Every delivery of one tick (EventBridge Scheduler delivers at least once) gets
-    the same id, so the second one finds the first one's manifest and publishes
-    nothing. The id does not depend on the cadence: a monthly tick on 1 January
-    2027 is ``scheduled-20270101T000000Z``.
-    """
-    try:
-        tick = datetime.fromisoformat(scheduled_time.strip())
-    except ValueError as exc:
-        msg = f"scheduled-time must be an ISO 8601 time, got {scheduled_time!r}"
-        raise ConfigError(msg) from exc
-    if tick.tzinfo is None:
-        tick = tick.replace(tzinfo=UTC)  # the scheduler's <aws.scheduler.scheduled-time> is UTC
-    return tick.astimezone(UTC).strftime("scheduled-%Y%m%dT%H%M%SZ")
-
-
-def count_records(path: Path) -> int | None:
-    """Rows in a CSV or Parquet file (None for other files or when unreadable)."""
-    suffix = "".join(path.suffixes).lower()
-    if not suffix.startswith((".csv", ".parquet", ".tsv")):
-        return None
-    import duckdb  # noqa: PLC0415 - the data engine loads only when data is touched
-
-    reader = "read_parquet" if suffix.startswith(".parquet") else "read_csv"
-    try:
-        with duckdb.connect() as con:
-            row = con.execute(f"SELECT count(*) FROM {reader}(?)", [str(path)]).fetchone()  # noqa: S608 - reader is one of two literals
-    except duckdb.Error:
-        return None
-    return int(row[0]) if row else None
 
 
 def run(cfg: JobConfig, clients: Clients | None, *, progress: bool = False) -> RunSummary:
@@ -174,7 +92,7 @@ def run(cfg: JobConfig, clients: Clients | None, *, progress: bool = False) -> R
     try:
         timings: dict[str, float] = {}
         mark = time.perf_counter()
-        fetched = _fetch_all(cfg, work, s3, progress=progress)
+        fetched = steps.fetch_all(cfg, work, s3, progress=progress)
         timings["fetch_s"] = round(time.perf_counter() - mark, 3)
         stop.checkpoint("after fetching the inputs")
         output_dir = work / "output"
@@ -183,22 +101,25 @@ def run(cfg: JobConfig, clients: Clients | None, *, progress: bool = False) -> R
         metrics: dict[str, Any] = {}
         rows_out: int | None = None
         if "script" in fetched:
-            mode, rows_in, dropped, records = "script", *_run_script(cfg, fetched, work, output_dir)
-            report = read_report(work / REPORT_NAME)
+            mode, rows_in, dropped, records = (
+                "script",
+                *steps.run_script(cfg, fetched, work, output_dir),
+            )
+            report = read_report(work / steps.REPORT_NAME)
             rows_in = report.get("rows_in", rows_in)
             rows_out = report.get("rows_out")
             dropped, metrics = report.get("dropped", {}), report.get("metrics", {})
         else:
             mode, rows_in, dropped, records = (
                 "builtin",
-                *_run_builtin(cfg, fetched, work, output_dir, progress=progress),
+                *steps.run_builtin(cfg, fetched, work, output_dir, progress=progress),
             )
         timings["process_s"] = round(time.perf_counter() - mark, 3)
         stop.checkpoint("after processing")
         if rows_out is None:
             rows_out = _rows_out(mode, records, output_dir)
         mark = time.perf_counter()
-        manifest = _manifest(
+        manifest = record.manifest_body(
             cfg,
             started=started,
             fetched=fetched,
@@ -217,7 +138,7 @@ def run(cfg: JobConfig, clients: Clients | None, *, progress: bool = False) -> R
             stamp=started.strftime("%Y%m%d_%H%M%S"),
             run_id=cfg.run_id,
             dataset=cfg.dataset,
-            metadata=_metadata(cfg, started, fetched),
+            metadata=record.output_metadata(cfg, started, fetched),
             records=records,
             keep_outputs=cfg.keep_outputs,
             manifest=manifest,
@@ -274,136 +195,6 @@ def _rows_out(mode: str, records: dict[str, int | None], output_dir: Path) -> in
         )
     counted = [v for v in records.values() if v is not None]
     return sum(counted) if counted else None
-
-
-def _fetch_all(
-    cfg: JobConfig,
-    work: Path,
-    s3: S3Client | None,
-    *,
-    progress: bool,
-) -> dict[str, FetchedFile]:
-    fetched: dict[str, FetchedFile] = {}
-    wanted: list[tuple[str, Location | None]] = [
-        ("input", cfg.input),
-        ("model", cfg.model),
-        ("script", cfg.script),
-        ("package", cfg.package),
-        ("transform", cfg.transform),
-    ]
-    for name, location in wanted:
-        if location is None:
-            continue
-        dest = work / "inputs" / name
-        dest.mkdir(parents=True)
-        fetched[name] = fetch(location, dest, s3, progress=progress and name == "input")
-    if fetched["input"].size == 0:
-        raise MalformedInputError(f"input {fetched['input'].source} is empty (0 bytes)")
-    check_input_format(fetched["input"].path, fetched["input"].source)
-    return fetched
-
-
-def _run_builtin(
-    cfg: JobConfig, fetched: dict[str, FetchedFile], work: Path, output_dir: Path, *, progress: bool
-) -> tuple[int | None, dict[str, int], dict[str, int | None]]:
-    from dsjob.processing import ProcessSettings, run_builtin  # noqa: PLC0415 - loads duckdb
-
-    # Drawn on a TTY in text mode only: JSON logs (CloudWatch) get no \r lines.
-    bar = QueryProgress("processing", enabled=progress and sys.stderr.isatty())
-    transform = fetched.get("transform")
-    settings = ProcessSettings(
-        id_column=cfg.id_column,
-        output_formats=cfg.output_formats,
-        dataset=cfg.dataset,
-        transform_sql=transform.path.read_text(encoding="utf-8") if transform else None,
-        on_bad_rows=cfg.on_bad_rows,
-        memory_limit=cfg.memory_limit,
-        threads=cfg.threads,
-        temp_dir=work / "spill",
-        on_connect=bar.attach if bar.enabled else None,
-    )
-    try:
-        result = _in_worker(
-            lambda: run_builtin(fetched["input"].path, output_dir, settings), poll=bar.poll
-        )
-    finally:
-        bar.finish()
-    records: dict[str, int | None] = {
-        f.relative_to(output_dir).as_posix(): result.rows_out for f in result.files
-    }
-    return result.rows_in, dict(result.dropped), records
-
-
-def _run_script(
-    cfg: JobConfig, fetched: dict[str, FetchedFile], work: Path, output_dir: Path
-) -> tuple[int | None, dict[str, int], dict[str, int | None]]:
-    from dsjob.archive import safe_extract  # noqa: PLC0415
-    from dsjob.context import JobContext  # noqa: PLC0415
-    from dsjob.custom import run_script  # noqa: PLC0415
-
-    if "package" in fetched:
-        safe_extract(fetched["package"].path, work)
-    model = fetched.get("model")
-    ctx = JobContext(
-        input_path=fetched["input"].path,
-        model_path=model.path if model else None,
-        output_dir=output_dir,
-        run_id=cfg.run_id,
-        work_dir=work,
-        report_path=work / REPORT_NAME,
-    )
-    run_script(fetched["script"].path, ctx, timeout=cfg.script_timeout)
-    rows_in = count_records(fetched["input"].path)
-    records = {
-        p.relative_to(output_dir).as_posix(): count_records(p)
-        for p in sorted(output_dir.rglob("*"))
-        if p.is_file()
-    }
-    return rows_in, {}, records
-
-
-def _metadata(cfg: JobConfig, started: datetime, fetched: dict[str, FetchedFile]) -> dict[str, str]:
-    meta = {
-        "generated-at": started.isoformat(timespec="seconds"),
-        "dsjob-version": version(),
-        "dataset": cfg.dataset,
-        "input-etag": fetched["input"].etag,
-    }
-    for name in ("script", "package", "transform"):
-        if name in fetched:
-            meta[f"{name}-sha256"] = sha256_file(fetched[name].path)
-    return meta
-
-
-def _manifest(
-    cfg: JobConfig,
-    *,
-    started: datetime,
-    fetched: dict[str, FetchedFile],
-    rows_in: int | None,
-    rows_out: int | None,
-    dropped: dict[str, int],
-    timings: dict[str, float],
-    mode: str,
-) -> dict[str, Any]:
-    inputs: dict[str, Any] = {}
-    for name, item in fetched.items():
-        entry: dict[str, Any] = {"source": item.source, "bytes": item.size, "etag": item.etag}
-        if name in ("script", "package", "transform"):
-            entry["sha256"] = sha256_file(item.path)
-        inputs[name] = entry
-    return {
-        "run_id": cfg.run_id,
-        "status": "succeeded",
-        "mode": mode,
-        "started_at": started.isoformat(timespec="seconds"),
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": cfg.redacted(),
-        "inputs": inputs,
-        "counts": {"rows_in": rows_in, "rows_out": rows_out, "dropped": dropped},
-        "timings": timings,
-        "versions": _versions(),
-    }
 
 
 def _summary_of(

@@ -11,8 +11,8 @@ import pytest
 
 from dsjob.errors import ConfigError, ConflictError, MalformedInputError, UserCodeError
 from dsjob.history import read_manifest
-from dsjob.job import tick_run_id
 from dsjob.publish import PublishResult, publish
+from dsjob.schedule import tick_run_id
 from dsjob.storage import LocalStore, digest_file
 
 if TYPE_CHECKING:
