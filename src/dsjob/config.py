@@ -3,248 +3,70 @@
 SSM is read with one paginated GetParametersByPath under the prefix (default
 ``/ds/preprocessing``). Pure local mode (``--input`` a local path and
 ``--output-dir`` set) reads no SSM at all. Validation collects every problem and
-raises them together in one ``ConfigError``: a name under the prefix that is not a
-parameter is one of them (a typo would otherwise be ignored), while an unknown
-``DSJOB_*`` variable is only a warning, since the environment is shared with other tools.
+raises them together in one ``ConfigError``. The parameters themselves are in
+:mod:`dsjob.params`, the resolved result in :mod:`dsjob.jobconfig`; both are
+re-exported here, the module the rest of dsjob imports.
 """
 
 from __future__ import annotations
 
-import difflib
 import logging
 import re
 import secrets
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dsjob import validate
 from dsjob.aws import region_name
 from dsjob.errors import ConfigError
+from dsjob.jobconfig import JobConfig, Location, S3Location, redact
+from dsjob.params import (
+    BAD_ROW_POLICIES,
+    DEFAULT_PREFIX,
+    OTHER_ENV_NAMES,
+    OTHER_ENV_PREFIXES,
+    OUTPUT_FORMATS,
+    PARAM_NAMES,
+    PARAMS,
+    PHASES,
+    SSM_NAMES,
+    Param,
+    env_name,
+    unknown_env_names,
+    unknown_parameters,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from mypy_boto3_ssm import SSMClient
 
-LOGGER = logging.getLogger(__name__)
+__all__ = [
+    "BAD_ROW_POLICIES",
+    "DEFAULT_PREFIX",
+    "OTHER_ENV_NAMES",
+    "OTHER_ENV_PREFIXES",
+    "OUTPUT_FORMATS",
+    "PARAMS",
+    "PARAM_NAMES",
+    "PHASES",
+    "SSM_NAMES",
+    "JobConfig",
+    "Location",
+    "Param",
+    "S3Location",
+    "env_name",
+    "is_pure_local",
+    "new_run_id",
+    "read_parameters",
+    "redact",
+    "resolve",
+    "unknown_env_names",
+]
 
-DEFAULT_PREFIX = "/ds/preprocessing"
-OUTPUT_FORMATS = ("parquet", "csv", "both")
-PHASES = ("single", "map", "reduce", "commit")
-BAD_ROW_POLICIES = ("fail", "skip")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-_SECRET_NAME = re.compile(r"secret|password|passwd|token|credential|api[-_]?key", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class Param:
-    """One configuration key: where it may come from and what it means."""
-
-    name: str
-    help: str
-    default: str | None = None
-    required_remote: bool = False  # required unless running in pure local mode
-    ssm: bool = True  # False: flag/env only (per-run values such as the run id)
-
-
-PARAMS: tuple[Param, ...] = (
-    Param("input-bucket", "bucket holding the input data", required_remote=True),
-    Param("input-key", "key of the input CSV or Parquet in input-bucket", required_remote=True),
-    Param("output-bucket", "bucket the outputs are published to", required_remote=True),
-    Param(
-        "artifact-bucket", "bucket holding model, script, package, transform", required_remote=True
-    ),
-    Param("model-key", "key of the model file in artifact-bucket (optional)"),
-    Param("script-key", "key of script.py in artifact-bucket (optional)"),
-    Param("package-key", "key of package.tar.gz in artifact-bucket (optional)"),
-    Param("transform-key", "key of a DuckDB SQL file in artifact-bucket (optional)"),
-    Param("output-prefix", "key prefix of the published outputs", default="processed/"),
-    Param("output-format", "parquet, csv or both", default="parquet"),
-    Param("keep-outputs", "previous outputs of the same dataset to keep", default="0"),
-    Param("dataset", "output name stem (default: the input file's stem)"),
-    Param("id-column", "rows with a NULL value here are dropped", default="id"),
-    Param("on-bad-rows", "fail or skip malformed CSV rows", default="fail"),
-    Param("script-timeout", "seconds before script.py is stopped", default="3600"),
-    Param("memory-limit", "DuckDB memory limit, e.g. 400MB (default: from the cgroup)"),
-    Param("threads", "DuckDB threads (default: CPUs available)"),
-    # Per-run values: URIs/paths instead of bucket keys, and the run id.
-    Param("input", "input as s3://bucket/key or a local path", ssm=False),
-    Param("model", "model as s3://bucket/key or a local path", ssm=False),
-    Param("script", "script.py as s3://bucket/key or a local path", ssm=False),
-    Param("package", "package.tar.gz as s3://bucket/key or a local path", ssm=False),
-    Param("transform", "transform.sql as s3://bucket/key or a local path", ssm=False),
-    Param("output-dir", "publish to this local directory instead of S3", ssm=False),
-    Param("run-id", "run id (Step Functions passes the execution name)", ssm=False),
-    Param("work-root", "where the per-run work dir is created (default: system temp)", ssm=False),
-    Param(
-        "scheduled-time",
-        "the schedule tick that started this run (ISO 8601); the run id derives from it",
-        ssm=False,
-    ),
-    # Fan-out (map -> reduce -> commit over an input prefix); "single" is one ordinary run.
-    Param("phase", "single, map, reduce or commit", default="single", ssm=False),
-    Param("partition", "the partition a reduce task deduplicates (0-based)", ssm=False),
-    Param("partitions", "hash partitions of a fan-out run", default="16"),
-)
-PARAM_NAMES = frozenset(p.name for p in PARAMS)
-SSM_NAMES = frozenset(p.name for p in PARAMS if p.ssm)
-# DSJOB_* variables that are not parameters but are read elsewhere in the toolkit:
-# the CLI, the emulator's tools, the image build, the test suite's policy switches,
-# and the context the job hands a custom script (see context.py). Add a name here
-# when a new one is read, or `dsjob run` warns that it looks like a typo.
-OTHER_ENV_NAMES = frozenset(
-    {
-        "DSJOB_PARAM_PREFIX",
-        "DSJOB_LOG_FORMAT",
-        "DSJOB_KEEP_WORK",
-        "DSJOB_LOCK_FILE",
-        "DSJOB_INDEX_URL",
-        "DSJOB_PYTHON",
-        "DSJOB_IMAGE_FLAVOUR",
-        "DSJOB_CHROMIUM",
-        "DSJOB_INPUT_PATH",
-        "DSJOB_MODEL_PATH",
-        "DSJOB_WORK_DIR",
-        "DSJOB_PROCESS_TAG",
-        "DSJOB_REPORT_PATH",
-        "DSJOB_SBOM_FILE",
-        "DSJOB_PROD_LOCK",
-        "DSJOB_ROOT",
-        # compose.yaml's and the container tests' image and port choices
-        "DSJOB_DEV_IMAGE",
-        "DSJOB_PROD_IMAGE",
-        "DSJOB_EMULATOR_PORT",
-    }
-)
-OTHER_ENV_PREFIXES = ("DSJOB_REQUIRE_",)
-
-
-def env_name(name: str) -> str:
-    """`input-key` -> `DSJOB_INPUT_KEY`."""
-    return "DSJOB_" + name.upper().replace("-", "_")
-
-
-def _did_you_mean(name: str, known: frozenset[str]) -> str:
-    nearest = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-    return f" (did you mean {nearest[0]}?)" if nearest else ""
-
-
-def unknown_env_names(env: Mapping[str, str]) -> list[str]:
-    """One message per DSJOB_* variable that no part of dsjob reads, with the nearest name."""
-    known = frozenset(env_name(p.name) for p in PARAMS) | OTHER_ENV_NAMES
-    return [
-        f"unknown environment variable {name}{_did_you_mean(name, known)}; it is ignored"
-        for name in sorted(env)
-        if name.startswith("DSJOB_")
-        and name not in known
-        and not name.startswith(OTHER_ENV_PREFIXES)
-    ]
-
-
-def _unknown_parameters(values: Mapping[str, str], prefix: str) -> list[str]:
-    """A problem per name under the SSM prefix that is not read from SSM."""
-    problems = []
-    for name in sorted(values):
-        if name in SSM_NAMES:
-            continue
-        if name in PARAM_NAMES:
-            problems.append(
-                f"{prefix}/{name} is a per-run value and is not read from SSM: "
-                f"pass --{name} or set {env_name(name)}"
-            )
-        else:
-            problems.append(f"unknown parameter {prefix}/{name}{_did_you_mean(name, SSM_NAMES)}")
-    return problems
-
-
-@dataclass(frozen=True)
-class S3Location:
-    """An object (or, for outputs, a key prefix) in a bucket."""
-
-    bucket: str
-    key: str
-
-    def __str__(self) -> str:
-        """The s3:// URI."""
-        return f"s3://{self.bucket}/{self.key}"
-
-
-Location = S3Location | Path
-
-
-@dataclass(frozen=True)
-class JobConfig:
-    """The resolved, validated configuration of one run (immutable, passed explicitly)."""
-
-    run_id: str
-    param_prefix: str
-    input: Location
-    output: S3Location | Path  # S3: bucket + output prefix; Path: local output directory
-    model: Location | None = None
-    script: Location | None = None
-    package: Location | None = None
-    transform: Location | None = None
-    output_formats: tuple[str, ...] = ("parquet",)
-    keep_outputs: int = 0
-    dataset: str = "data"
-    id_column: str = "id"
-    on_bad_rows: str = "fail"
-    script_timeout: float = 3600.0
-    memory_limit: str | None = None
-    threads: int | None = None
-    work_root: Path | None = None
-    local_mode: bool = False
-    scheduled_time: str | None = None
-    phase: str = "single"
-    partition: int | None = None
-    partitions: int = 16
-    sources: Mapping[str, str] = field(default_factory=dict)
-    secret_names: frozenset[str] = frozenset()
-
-    def redacted(self) -> dict[str, Any]:
-        """Config as plain data for logs and the manifest, secret-looking values hidden."""
-        data: dict[str, Any] = {}
-        for name in (
-            "run_id",
-            "param_prefix",
-            "input",
-            "output",
-            "model",
-            "script",
-            "package",
-            "transform",
-            "output_formats",
-            "keep_outputs",
-            "dataset",
-            "id_column",
-            "on_bad_rows",
-            "script_timeout",
-            "memory_limit",
-            "threads",
-            "local_mode",
-            "scheduled_time",
-            "phase",
-            "partition",
-            "partitions",
-        ):
-            value = getattr(self, name)
-            data[name] = (
-                list(value)
-                if isinstance(value, tuple)
-                else (str(value) if isinstance(value, Path | S3Location) else value)
-            )
-        data["sources"] = dict(self.sources)
-        return redact(data, self.secret_names)
-
-
-def redact(data: dict[str, Any], secret_names: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """Replace values whose key looks secret (or came from a SecureString) by `***`."""
-    return {
-        k: "***" if (_SECRET_NAME.search(k) or k in secret_names) and v is not None else v
-        for k, v in data.items()
-    }
+LOGGER = logging.getLogger(__name__)
 
 
 def read_parameters(ssm: SSMClient, prefix: str) -> tuple[dict[str, str], frozenset[str]]:
@@ -328,7 +150,7 @@ def resolve(
                 raw[param.name] = value
                 sources[param.name] = source
                 break
-    problems = _unknown_parameters(ssm_values, prefix)
+    problems = unknown_parameters(ssm_values, prefix)
     empty = None if local_mode or ssm_values else f"{prefix} in {region_name(env)}"
     return _build(raw, sources, prefix, secure, problems, local_mode=local_mode, empty=empty)
 
