@@ -29,7 +29,7 @@ from aws_cdk import Duration, Stack, Token
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 
-from dsjob.errors import ExitCode
+from dsjob.errors import ExitCode, error_name
 from dsjob_infra.compute import CONTAINER_NAME, LOG_STREAM_PREFIX
 
 if TYPE_CHECKING:
@@ -40,11 +40,6 @@ if TYPE_CHECKING:
 
     from dsjob_infra.compute import JobCompute
     from dsjob_infra.settings import PipelineSettings
-
-
-def error_name(code: ExitCode) -> str:
-    """``Dsjob.<CamelCase name>`` for a job exit code: USER_CODE -> Dsjob.UserCode."""
-    return "Dsjob." + "".join(part.capitalize() for part in code.name.split("_"))
 
 
 # The job's exit codes (src/dsjob/errors.py) -> the error the workflow fails with.

@@ -118,3 +118,12 @@ class TerminatedError(DsjobError):
     """The job was asked to stop (SIGTERM from ECS) before it finished."""
 
     exit_code = ExitCode.TERMINATED
+
+
+def error_name(code: ExitCode) -> str:
+    """The workflow's error for an exit code, ``Dsjob.<CamelCase>``: USER_CODE -> Dsjob.UserCode.
+
+    Step Functions fails a Fargate run with this name (infra/dsjob_infra/job_block.py),
+    and the Lambda handler raises an exception of this name, so both paths share it.
+    """
+    return "Dsjob." + "".join(part.capitalize() for part in code.name.split("_"))
