@@ -8,6 +8,13 @@ overrides such as `{"input": "s3://bucket/key", "run-id": "..."}` (`input_key` a
 `dsjob run` prints as its last line; a failure raises, so Lambda's own retries and
 dead-letter queue apply (https://docs.aws.amazon.com/lambda/latest/dg/invocation-retries.html).
 
+The raised exception is named for the run's exit code as the workflow names it
+(`Dsjob.Transient`, `Dsjob.Input`, ...: dsjob.errors.error_name), and its message is
+the failed run's JSON status line. The runtime interface client reports the class name
+as the invocation's `errorType`, which Step Functions uses as the error name of the
+Lambda task (Step Functions Developer Guide, "Handling errors in Step Functions
+workflows"): the state machine retries and catches the same names on both computes.
+
 Lambda's limits are checked before any work starts
 (https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html):
 - the file system is read-only except /tmp: the work directory goes there;
@@ -19,7 +26,6 @@ Lambda's limits are checked before any work starts
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 import json
 import logging
@@ -30,7 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dsjob.config import PARAM_NAMES, JobConfig, S3Location
-from dsjob.errors import ConfigError, InputError
+from dsjob.errors import ConfigError, DsjobError, ExitCode, InputError, error_name
 
 LOGGER = logging.getLogger(__name__)
 
@@ -44,6 +50,31 @@ BYTES_PER_SECOND = 20 * 10**6
 MEMORY_SHARE = 0.6
 # Room /tmp needs per input byte: the download, DuckDB's spill and the output.
 TMP_FACTOR = 3
+
+
+class WorkflowError(Exception):
+    """A failed run, raised under its workflow error name; the message is its status line."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+
+
+# One subclass per exit code, named Dsjob.<Name>: awslambdaric reports type(exc).__name__.
+WORKFLOW_ERRORS: dict[ExitCode, type[WorkflowError]] = {
+    code: type(error_name(code), (WorkflowError,), {"exit_code": code, "__module__": __name__})
+    for code in ExitCode
+    if code is not ExitCode.OK
+}
+
+
+def workflow_error(exc: BaseException, run_id: str | None) -> WorkflowError:
+    """The exception the handler raises for ``exc``: named by its exit code, status as message.
+
+    An exception that is no DsjobError is an internal error (exit 1), as at the CLI edge.
+    """
+    code = exc.exit_code if isinstance(exc, DsjobError) else ExitCode.INTERNAL
+    from dsjob.runner import failure_status  # noqa: PLC0415 - runner pulls in the job
+
+    return WORKFLOW_ERRORS[code](json.dumps(failure_status(exc, run_id=run_id)))
 
 
 class _Context(Protocol):
@@ -120,17 +151,22 @@ def _input_size(cfg: JobConfig) -> int:
     return cfg.input.stat().st_size if cfg.input.is_file() else 0
 
 
-def _runner() -> Any:  # noqa: ANN401 - a module
-    """run_from_flags and print_summary: dsjob.runner, or dsjob.cli until runner lands."""
-    try:
-        return importlib.import_module("dsjob.runner")
-    except ModuleNotFoundError:
-        return importlib.import_module("dsjob.cli")
-
-
 def handler(event: dict[str, Any], context: _Context | None) -> dict[str, Any]:
-    """Run the job once for this event and return its JSON status; raise on failure."""
-    runner = _runner()
+    """Run the job once for this event and return its JSON status; raise on failure.
+
+    Raises:
+        WorkflowError: a ``Dsjob.<Name>`` subclass for the failure's exit code.
+    """
+    run_id = event.get("run-id") or event.get("run_id") if isinstance(event, dict) else None
+    try:
+        return _run(event, context)
+    except Exception as exc:  # a failed run of any kind leaves as its workflow error
+        raise workflow_error(exc, str(run_id) if run_id else None) from exc
+
+
+def _run(event: object, context: _Context | None) -> dict[str, Any]:
+    from dsjob import runner  # noqa: PLC0415 - the job's imports, after the runtime is up
+
     flags = flags_from_event(event)
     apply_limits(flags, os.environ)
     remaining = context.get_remaining_time_in_millis() / 1000 if context else MAX_SECONDS

@@ -176,11 +176,14 @@ def test_invocation_runs_the_job_and_returns_its_status(
 def test_failing_invocation_reports_an_error_and_publishes_nothing(
     function: RuntimeApi, local_aws: LocalServe
 ) -> None:
-    """A missing input object posts to /error naming the key; the output bucket stays empty."""
+    """A missing input posts Dsjob.Input to /error with the status line; nothing is published."""
     kind, body = function.invoke({"input": "s3://dsjob-input/missing.csv", "run_id": "lambda-bad"})
     assert kind == "error", body
-    assert "missing.csv" in body["errorMessage"]
-    assert body["errorType"]
+    # The error type is the name the state machine catches (infra/dsjob_infra/lambda_block.py).
+    assert body["errorType"] == "Dsjob.Input"
+    status = json.loads(body["errorMessage"])
+    assert status["exit_code"] == 3
+    assert "missing.csv" in status["error"]
     assert not [k for k in output_keys(local_aws) if "lambda-bad" in k]
 
 
@@ -189,4 +192,4 @@ def test_unknown_event_field_is_refused_before_any_work(function: RuntimeApi) ->
     kind, body = function.invoke({"inptu": "s3://dsjob-input/x.csv"})
     assert kind == "error", body
     assert "inptu" in body["errorMessage"]
-    assert "ConfigError" in body["errorType"]
+    assert body["errorType"] == "Dsjob.Config"

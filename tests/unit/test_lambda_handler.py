@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from dsjob import lambda_handler as lh
-from dsjob.errors import ConfigError, ExitCode, InputError
+from dsjob.errors import (
+    ConfigError,
+    ConflictError,
+    ExitCode,
+    InputError,
+    TransientError,
+    error_name,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -64,3 +72,49 @@ def test_input_larger_than_tmp_allows_is_refused() -> None:
     """An input needing more than /tmp's free space names both sizes."""
     with pytest.raises(InputError, match="/tmp has 100 MB free"):
         lh.check_input(50 * 10**6, tmp_free=100 * 10**6, remaining_s=900)
+
+
+def test_a_failed_run_raises_its_workflow_error_with_the_status_line(tmp_path: Path) -> None:
+    """A missing local input raises Dsjob.Input; the message is the run's JSON status line."""
+    event = {"input": str(tmp_path / "missing.csv"), "output-dir": str(tmp_path / "out")}
+    event["run-id"] = "lambda-unit"
+    with pytest.raises(lh.WorkflowError) as caught:
+        lh.handler(event, None)
+    assert type(caught.value).__name__ == "Dsjob.Input"
+    status = json.loads(str(caught.value))
+    assert status["exit_code"] == ExitCode.INPUT
+    assert status["run_id"] == "lambda-unit"
+    assert "missing.csv" in status["error"]
+    assert isinstance(caught.value.__cause__, InputError)
+
+
+def test_a_refused_event_is_dsjob_config() -> None:
+    """An unknown event field fails as Dsjob.Config before any work, naming the field."""
+    with pytest.raises(lh.WorkflowError, match="inptu") as caught:
+        lh.handler({"inptu": "x"}, None)
+    assert type(caught.value).__name__ == "Dsjob.Config"
+
+
+@pytest.mark.parametrize(
+    ("exc", "name", "code"),
+    [
+        (TransientError("throttled"), "Dsjob.Transient", ExitCode.TRANSIENT),
+        (ConflictError("key taken"), "Dsjob.Transient", ExitCode.TRANSIENT),
+        (KeyError("surprise"), "Dsjob.Internal", ExitCode.INTERNAL),
+    ],
+)
+def test_workflow_error_is_named_by_exit_code_not_class(
+    exc: Exception, name: str, code: ExitCode
+) -> None:
+    """A subclass of TransientError is still Dsjob.Transient; a stray exception is internal."""
+    error = lh.workflow_error(exc, "r1")
+    assert type(error).__name__ == name
+    assert error.exit_code == code
+    assert json.loads(str(error))["exit_code"] == code
+
+
+def test_every_exit_code_has_its_named_error_class() -> None:
+    """Each non-OK exit code maps to a class whose name is the workflow's error name."""
+    assert {code: cls.__name__ for code, cls in lh.WORKFLOW_ERRORS.items()} == {
+        code: error_name(code) for code in ExitCode if code is not ExitCode.OK
+    }
