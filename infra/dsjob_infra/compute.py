@@ -13,6 +13,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from dsjob_infra.grants import grant_job
 from dsjob_infra.nag import acknowledge, skip_checkov
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ class JobCompute(Construct):
             assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
             description="The job: reads its parameters, input and artifacts; writes outputs",
         )
-        self._grant_job(settings, input_bucket, output_bucket, artifact_bucket)
+        grant_job(self.task_role, settings, input_bucket, output_bucket, artifact_bucket)
         self.task_definition = ecs.FargateTaskDefinition(
             self,
             "TaskDefinition",
@@ -222,69 +223,6 @@ class JobCompute(Construct):
                 ],
             )
         )
-
-    def _grant_job(
-        self,
-        settings: PipelineSettings,
-        input_bucket: s3.IBucket,
-        output_bucket: s3.IBucket,
-        artifact_bucket: s3.IBucket,
-    ) -> None:
-        stack = Stack.of(self)
-        self.task_role.add_to_policy(
-            iam.PolicyStatement(
-                sid="ReadJobParameters",
-                actions=["ssm:GetParametersByPath"],
-                resources=[
-                    stack.format_arn(
-                        service="ssm",
-                        resource="parameter",
-                        resource_name=settings.param_prefix.lstrip("/"),
-                    )
-                ],
-            )
-        )
-        read_buckets = [input_bucket, artifact_bucket]
-        self.task_role.add_to_policy(
-            iam.PolicyStatement(
-                sid="ListInputArtifactsOutput",
-                # ListBucket turns a missing key into a 404 (named in the error), not a 403.
-                actions=["s3:ListBucket"],
-                resources=[b.bucket_arn for b in [*read_buckets, output_bucket]],
-            )
-        )
-        self.task_role.add_to_policy(
-            iam.PolicyStatement(
-                sid="ReadInputAndArtifacts",
-                actions=["s3:GetObject"],
-                resources=[b.arn_for_objects("*") for b in read_buckets],
-            )
-        )
-        self.task_role.add_to_policy(
-            iam.PolicyStatement(
-                sid="PublishAndPruneOutputs",
-                # GetObject verifies what was published before old outputs are deleted;
-                # AbortMultipartUpload lets a failed large upload clean up after itself.
-                actions=[
-                    "s3:PutObject",
-                    "s3:AbortMultipartUpload",
-                    "s3:GetObject",
-                    "s3:DeleteObject",
-                ],
-                resources=[output_bucket.arn_for_objects("*")],
-            )
-        )
-        for bucket in (*read_buckets, output_bucket):
-            acknowledge(
-                self.task_role,
-                f"AwsSolutions-IAM5[Resource::<{_logical_ref(bucket)}.Arn>/*]",
-                "Object keys are chosen per run (dated outputs, per-run inputs); "
-                "the wildcard is limited to one bucket of this stack.",
-            )
-
-
-def _logical_ref(bucket: s3.IBucket) -> str:
-    return Stack.of(bucket).get_logical_id(bucket.node.default_child)  # type: ignore[arg-type]
 
 
 LOGS_KMS_REASON = (
