@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack, Tags
+from aws_cdk import ArnFormat, CfnOutput, Duration, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_iam as iam
 
+from dsjob_infra.function import function_name
 from dsjob_infra.nag import skip_checkov
 
 if TYPE_CHECKING:
@@ -72,6 +74,8 @@ class RepositoryStack(Stack):
             "ECR encrypts every image at rest (AES-256) by default; the image holds code, "
             "no data or secrets, and a KMS key would add a key policy for each puller.",
         )
+        if settings.compute == "lambda":
+            self._let_lambda_pull(settings.environment)
         for output_id, value in {
             "RepositoryName": self.repository.repository_name,
             "RepositoryUri": self.repository.repository_uri,
@@ -79,3 +83,26 @@ class RepositoryStack(Stack):
             "ImagePlatform": settings.image_platform,
         }.items():
             CfnOutput(self, output_id, value=value)
+
+    def _let_lambda_pull(self, environment: str) -> None:
+        """Lambda pulls the function's image itself, with the repository policy's leave.
+
+        Lambda Developer Guide, "Create a Lambda function using a container image",
+        "Amazon ECR permissions": the repository policy lets lambda.amazonaws.com call
+        BatchGetImage and GetDownloadUrlForLayer; aws:sourceArn limits it to this function
+        (and its versions).
+        """
+        function_arn = self.format_arn(
+            service="lambda",
+            resource="function",
+            resource_name=function_name(environment),
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        self.repository.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="LambdaPullsTheJobImage",
+                principals=[iam.ServicePrincipal("lambda.amazonaws.com")],
+                actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+                conditions={"ArnLike": {"aws:sourceArn": [function_arn, f"{function_arn}:*"]}},
+            )
+        )

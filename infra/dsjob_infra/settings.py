@@ -7,6 +7,13 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 ENVIRONMENTS = ("dev", "prod")
+# Where the job runs: an ECS Fargate task, or the `lambda` image as a Lambda function.
+COMPUTES = ("fargate", "lambda")
+# Lambda Developer Guide, "Lambda quotas": memory 128-10,240 MB, /tmp 512-10,240 MB,
+# timeout at most 900 s.
+LAMBDA_MEMORY_MIB = (128, 10240)
+LAMBDA_EPHEMERAL_MIB = (512, 10240)
+LAMBDA_MAX_TIMEOUT_MINUTES = 15
 # States.ArrayRange makes at most 1000 items (Step Functions, "Intrinsic functions").
 MAX_PARTITIONS = 1000
 # Fargate's valid task sizes: vCPU units -> allowed memory (MiB) range and step.
@@ -44,6 +51,11 @@ CONTEXT_KEYS = {
     "executionTimeoutHours": "execution_timeout_hours",
     "partitions": "partitions",
     "noncurrentDays": "noncurrent_days",
+    "compute": "compute",
+    "lambdaMemoryMiB": "lambda_memory_mib",
+    "lambdaEphemeralStorageMiB": "lambda_ephemeral_storage_mib",
+    "lambdaTimeoutMinutes": "lambda_timeout_minutes",
+    "lambdaReservedConcurrency": "lambda_reserved_concurrency",
 }
 # The task's CPU architecture -> the --platform its image must be built for.
 PLATFORMS = {"X86_64": "linux/amd64", "ARM64": "linux/arm64"}
@@ -86,6 +98,15 @@ class PipelineSettings:
     partitions: int = 16
     # Days a noncurrent output version (or a lone delete marker) is kept.
     noncurrent_days: int = 30
+    # fargate (default) or lambda: the same state machine invokes the `lambda` image's
+    # function instead of running the task (single runs only; fan-out needs fargate).
+    compute: str = "fargate"
+    lambda_memory_mib: int = 2048
+    # /tmp holds the download, DuckDB's spill and the output (about 3x the input).
+    lambda_ephemeral_storage_mib: int = 2048
+    lambda_timeout_minutes: int = LAMBDA_MAX_TIMEOUT_MINUTES
+    # 0: no reservation (the account's unreserved pool); N: at most N runs at once.
+    lambda_reserved_concurrency: int = 0
 
     @property
     def image_platform(self) -> str:
@@ -109,6 +130,24 @@ class PipelineSettings:
                 f"ephemeralStorageGiB must be 21..200, got {self.ephemeral_storage_gib}"
             )
         self._check_deployment()
+        self._check_lambda()
+
+    def _check_lambda(self) -> None:
+        """The compute choice and the function's sizes, within Lambda's quotas."""
+        if self.compute not in COMPUTES:
+            raise ValueError(f"compute must be one of {COMPUTES}, got {self.compute!r}")
+        for key, value, (low, high) in (
+            ("lambdaMemoryMiB", self.lambda_memory_mib, LAMBDA_MEMORY_MIB),
+            ("lambdaEphemeralStorageMiB", self.lambda_ephemeral_storage_mib, LAMBDA_EPHEMERAL_MIB),
+            ("lambdaTimeoutMinutes", self.lambda_timeout_minutes, (1, LAMBDA_MAX_TIMEOUT_MINUTES)),
+        ):
+            if not low <= value <= high:
+                raise ValueError(f"{key} must be {low}..{high} on Lambda, got {value}")
+        if self.lambda_reserved_concurrency < 0:
+            raise ValueError(
+                f"lambdaReservedConcurrency must be 0 (none) or more, "
+                f"got {self.lambda_reserved_concurrency}"
+            )
 
     def _check_deployment(self) -> None:
         """The image, alarm, naming and schedule settings."""

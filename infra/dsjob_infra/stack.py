@@ -14,6 +14,7 @@ from cdk_nag import AwsSolutionsChecks
 
 from dsjob_infra.alarms import FailureAlarms
 from dsjob_infra.compute import JobCompute
+from dsjob_infra.function import JobFunction
 from dsjob_infra.nag import acknowledge
 from dsjob_infra.repository import RepositoryStack
 from dsjob_infra.settings import PipelineSettings, stack_name
@@ -64,9 +65,11 @@ class PipelineStack(Stack):
         self.buckets = JobBuckets(
             self, "Buckets", name=name, noncurrent_days=settings.noncurrent_days
         )
-        self.compute = JobCompute(
+        # compute: fargate (an ECS task in a small VPC) or lambda (the `lambda` image).
+        compute_type = JobFunction if settings.compute == "lambda" else JobCompute
+        self.compute: JobCompute | JobFunction = compute_type(
             self,
-            "Compute",
+            "Function" if settings.compute == "lambda" else "Compute",
             settings=settings,
             input_bucket=self.buckets.input,
             output_bucket=self.buckets.output,
@@ -106,8 +109,11 @@ class PipelineStack(Stack):
                 max_event_age=Duration.hours(SCHEDULE_MAX_EVENT_AGE_HOURS),
             ),
         )
-        self._acknowledge_generated_policies()
-        for output_id, value in {
+        if isinstance(self.compute, JobCompute):
+            self._acknowledge_generated_policies(self.compute)
+        else:
+            self._acknowledge_function_invoke(self.compute)
+        outputs = {
             "InputBucket": self.buckets.input.bucket_name,
             "OutputBucket": self.buckets.output.bucket_name,
             "ArtifactBucket": self.buckets.artifacts.bucket_name,
@@ -116,7 +122,11 @@ class PipelineStack(Stack):
             "JobLogGroup": self.compute.log_group.log_group_name,
             "FailureTopicArn": self.alarms.topic.topic_arn,
             "ImagePlatform": settings.image_platform,
-        }.items():
+            "JobCompute": settings.compute,
+        }
+        if isinstance(self.compute, JobFunction):
+            outputs["FunctionName"] = self.compute.function.function_name
+        for output_id, value in outputs.items():
             CfnOutput(self, output_id, value=value)
 
     @property
@@ -144,10 +154,26 @@ class PipelineStack(Stack):
             for key, value in values.items()
         }
 
-    def _acknowledge_generated_policies(self) -> None:
+    def _acknowledge_function_invoke(self, compute: JobFunction) -> None:
+        """LambdaInvoke's grant: InvokeFunction on the function and its versions (``:*``)."""
+        workflow_policy = self.workflow.state_machine.role.node.find_child("DefaultPolicy")
+        function_id = self.get_logical_id(compute.function.node.default_child)  # type: ignore[arg-type]
+        acknowledge(
+            workflow_policy,
+            f"AwsSolutions-IAM5[Resource::<{function_id}.Arn>:*]",
+            "CDK's LambdaInvoke grant also names the function's versions and aliases; it "
+            "stays on this one function.",
+        )
+        acknowledge(
+            workflow_policy,
+            "AwsSolutions-IAM5[Resource::*]",
+            "X-Ray tracing and CloudWatch Logs delivery APIs take no resource ARNs.",
+        )
+
+    def _acknowledge_generated_policies(self, compute: JobCompute) -> None:
         """Findings on policies CDK writes for us; each one is scoped as tightly as AWS allows."""
         workflow_policy = self.workflow.state_machine.role.node.find_child("DefaultPolicy")
-        execution_policy = self.compute.execution_role.node.find_child("DefaultPolicy")
+        execution_policy = compute.execution_role.node.find_child("DefaultPolicy")
         machine = self.workflow.state_machine
         map_policy = machine.node.find_child("DistributedMapPolicy")
         machine_id = self.get_logical_id(machine.node.default_child)  # type: ignore[arg-type]
@@ -155,7 +181,7 @@ class PipelineStack(Stack):
         executions = (
             f"arn:<AWS::Partition>:states:{self.region}:{self.account}:execution:{machine_name}"
         )
-        log_group_id = self.get_logical_id(self.compute.log_group.node.default_child)  # type: ignore[arg-type]
+        log_group_id = self.get_logical_id(compute.log_group.node.default_child)  # type: ignore[arg-type]
         output_id = self.get_logical_id(self.buckets.output.node.default_child)  # type: ignore[arg-type]
         env = self.settings.environment
         arn = f"arn:<AWS::Partition>:{{}}:{self.region}:{self.account}:{{}}"

@@ -30,13 +30,14 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from dsjob_infra.compute import LOGS_KMS_REASON, retention
+from dsjob_infra.compute import LOGS_KMS_REASON, JobCompute, retention
+from dsjob_infra.function import JobFunction
 from dsjob_infra.job_block import JobBlock
+from dsjob_infra.lambda_block import LambdaJobBlock
 from dsjob_infra.nag import skip_checkov
 from dsjob_infra.storage import MAP_RESULTS_PREFIX
 
 if TYPE_CHECKING:
-    from dsjob_infra.compute import JobCompute
     from dsjob_infra.settings import PipelineSettings
 
 # Execution input field -> the job's override variable. A missing field becomes "",
@@ -66,16 +67,20 @@ class JobWorkflow(Construct):
         construct_id: str,
         *,
         settings: PipelineSettings,
-        compute: JobCompute,
+        compute: JobCompute | JobFunction,
         input_bucket: s3.IBucket,
         output_bucket: s3.IBucket,
     ) -> None:
-        """Args: the ECS pieces the tasks run with, the bucket a fan-out lists, the outputs."""
+        """Args: where the job runs (ECS task or function), the bucket a fan-out lists, outputs."""
         super().__init__(scope, construct_id)
         self._settings = settings
         self._input_bucket = input_bucket
         self._output_bucket = output_bucket
-        self._blocks = JobBlock(self, settings, compute, output_bucket)
+        self._blocks: JobBlock | LambdaJobBlock
+        if isinstance(compute, JobFunction):
+            self._blocks = LambdaJobBlock(self, settings, compute)
+        else:
+            self._blocks = JobBlock(self, settings, compute, output_bucket)
         self.failed = sfn.Fail(
             self, "Job failed", error_path="$.error.Error", cause_path="$.error.Cause"
         )
@@ -105,7 +110,8 @@ class JobWorkflow(Construct):
         )
         single = self._blocks.build("", self._environment("single", "$.job.inputKey"))
         single.add_catch(self.failed, result_path="$.error")
-        fan_out = self._fan_out(succeeded)
+        on_lambda = isinstance(compute, JobFunction)
+        fan_out = self._no_fan_out() if on_lambda else self._fan_out(succeeded)
         route = (
             sfn.Choice(self, "Fan out?")
             .when(
@@ -135,7 +141,8 @@ class JobWorkflow(Construct):
                 destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True
             ),
         )
-        self.grant_run_task(compute)
+        if isinstance(compute, JobCompute):
+            self.grant_run_task(compute)
 
     def _environment(
         self, phase: str, input_key: str | None = None, **extra: str
@@ -216,6 +223,24 @@ class JobWorkflow(Construct):
             sfn.Choice(self, "Scheduled?")
             .when(sfn.Condition.string_equals("$.job.scheduledTime", ""), manual)
             .otherwise(scheduled)
+        )
+
+    def _no_fan_out(self) -> sfn.Fail:
+        """With compute: lambda an inputPrefix is refused: fan-out runs on Fargate only.
+
+        Each map, reduce and commit task would be an invocation bounded by 15 minutes and
+        10 GiB of /tmp, and a reduce reads a whole partition of the run: the fan-out is for
+        inputs too big for that, so this environment refuses it instead of failing midway.
+        """
+        return sfn.Fail(
+            self,
+            "Fan-out needs Fargate",
+            error="Dsjob.Config",
+            cause=(
+                "inputPrefix (fan-out) runs on compute: fargate only; this environment is "
+                "deployed with compute: lambda. Pass inputKey for one run, or deploy with "
+                "-c compute=fargate"
+            ),
         )
 
     def _fan_out(self, succeeded: sfn.Succeed) -> sfn.IChainable:
