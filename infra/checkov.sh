@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checkov on the synthesized templates of both environments; fails on any finding.
+# checkov on the synthesized templates of both environments (and dev on Lambda); fails on any finding.
 #   infra/checkov.sh
 # checkov runs from .cache/tools/checkov, installed from requirements-checkov.lock
 # (hash-checked; rebuilt when the lock changes). Skips live in the CDK code
@@ -24,5 +24,6 @@ trap 'rm -rf "$out"' EXIT
 for env in dev prod; do
   make --no-print-directory infra-synth ENV="$env" INFRA_OUT="$out/$env" >/dev/null
 done
+make --no-print-directory infra-synth ENV=dev COMPUTE=lambda INFRA_OUT="$out/dev-lambda" >/dev/null
 # --skip-download: no call home for guideline links; the checks ship with the package.
 "$env_dir/bin/checkov" --quiet --compact --skip-download --framework cloudformation -d "$out"

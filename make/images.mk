@@ -57,8 +57,8 @@ ml-test: ## Run `dsjob health` inside the built images (ML_TEST_IMAGES, default 
 ml-versions: ## Print the tool and package versions inside the prod image
 	@$(CONTAINER_ENGINE) run --rm --entrypoint dsjob $(IMAGE_NAME):prod versions
 
-ml-push: ## Build (cached) and push the prod image to REGISTRY, or ECR from the AWS account (PUSH_FLAGS=--force)
-	@$(BUILD) --target production $(BUILD_FLAGS) --push $(if $(filter --force,$(PUSH_FLAGS)),--push-force)
+ml-push: ## Build (cached) and push the prod image (COMPUTE=lambda: the lambda image) to REGISTRY or ECR (PUSH_FLAGS=--force)
+	@$(BUILD) --target $(if $(filter lambda,$(COMPUTE)),lambda,production) $(BUILD_FLAGS) --push $(if $(filter --force,$(PUSH_FLAGS)),--push-force)
 
 ml-run-local: ## Run the prod image against `dsjob local serve` (INPUT=, SCRIPT=, PACKAGE=, TRANSFORM=: a file or s3:// URI)
 	@CONTAINER_ENGINE=$(CONTAINER_ENGINE) IMAGE=$(IMAGE_NAME):prod docker/run-local.sh \
