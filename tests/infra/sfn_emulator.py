@@ -1,6 +1,16 @@
 """A moto server that executes state machines, with the gaps the workflow needs filled.
 
-Run as ``python sfn_emulator.py PORT OUTCOMES_JSON``; it serves until killed.
+Run from the repository root as one of::
+
+    python -m tests.infra.sfn_emulator PORT scripted OUTCOMES_JSON
+    python -m tests.infra.sfn_emulator PORT jobs WORK_DIR
+
+It serves until killed. In ``scripted`` mode each ECS task's outcome is scripted
+(gap 3 below); in ``jobs`` mode each ECS task really runs the job: a ``dsjob run``
+process with the task's environment, talking to this same server, whose exit and
+output become the task's DescribeTasks answer and awslogs stream
+(:mod:`tests.infra.sfn_jobs` says exactly what that stands in for and what it
+does not model).
 
 moto 5.2.5 carries a port of LocalStack's ASL interpreter (enabled here with the
 ``stepfunctions.execute_state_machine`` config), and its ECS ``runTask.sync``
@@ -14,7 +24,8 @@ definition, and only these are changed:
    ``_from_boto_response`` helpers, as LocalStack does.
 2. The aws-sdk service name ``cloudwatchlogs`` (Step Functions' name for
    CloudWatch Logs) is mapped to boto's ``logs``.
-3. There is no container: moto's ECS task always "exits" 0.  The test scripts
+3. There is no container: moto's ECS task always "exits" 0.  In ``jobs`` mode the
+   job runs as a local process (see above).  In ``scripted`` mode the test scripts
    what the container would have done per run (the ``DSJOB_RUN_ID`` override,
    optionally ``/<phase>`` and ``/<input key or partition>``): an exit code (or
    none, for a task that never started), a stopped reason, a ``StopCode``, the
@@ -50,11 +61,11 @@ threshold is not applied (the map succeeds with failed items).
 
 from __future__ import annotations
 
+import atexit
 import copy
 import json
 import os
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 from types import FunctionType
@@ -63,14 +74,15 @@ from typing import Any, cast
 from botocore import xform_name
 from botocore.session import get_session
 
-PORT = sys.argv[1]
-OUTCOMES = Path(sys.argv[2])
+PORT, MODE, PATH = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+if MODE not in ("scripted", "jobs"):
+    sys.exit(f"mode must be scripted or jobs, not {MODE!r}")
+OUTCOMES = PATH
 # boto_client_for() in moto's interpreter calls back into this server on MOTO_PORT.
 os.environ["MOTO_PORT"] = PORT
 
 from moto.core.config import default_user_config  # noqa: E402 - needs MOTO_PORT first
 from moto.ecs.models import EC2ContainerServiceBackend  # noqa: E402
-from moto.logs.models import logs_backends  # noqa: E402
 from moto.server import main  # noqa: E402
 from moto.stepfunctions.parser.api import HistoryEventType  # noqa: E402
 from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import (  # noqa: E402
@@ -94,11 +106,14 @@ from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails  
 from moto.stepfunctions.parser.asl.utils import json_path  # noqa: E402
 from moto.stepfunctions.parser.asl.utils.encoding import to_json_str  # noqa: E402
 
+from tests.infra.sfn_jobs import JobRunner, write_log  # noqa: E402
+
 _BOTO = get_session()
 _ATTEMPTS: dict[str, int] = defaultdict(int)
 _SYNC_OUTPUT: set[str] = set()  # task ARNs whose .sync keeps moto's success-shaped output
 _FAILURES: list[dict[str, Any]] = []  # the Failures of the last RunTask that started nothing
 JOB_CONTAINER = "job"
+JOBS = JobRunner(PATH, f"http://127.0.0.1:{PORT}") if MODE == "jobs" else None
 
 
 def _operation(service: str, action: str) -> Any:
@@ -157,8 +172,14 @@ def _outcome(outcomes: dict[str, Any], environment: dict[str, str]) -> dict[str,
 
 
 def _run_task(self: EC2ContainerServiceBackend, *args: Any, **kwargs: Any) -> Any:
-    """Moto's RunTask, then what the scripted container did for this run and attempt."""
+    """Moto's RunTask, then the job process, or what the scripted container did."""
     started = _original_run_task(self, *args, **kwargs)
+    if JOBS is not None:
+        for task in started:
+            definition: Any = self.describe_task_definition(task.task_definition_arn)
+            [job] = [c for c in definition.container_definitions if c["name"] == JOB_CONTAINER]
+            JOBS.start(self, task, job)
+        return started
     outcomes = json.loads(OUTCOMES.read_text()) if OUTCOMES.exists() else {}
     for task in started:
         environment = {
@@ -200,17 +221,22 @@ def _run_task(self: EC2ContainerServiceBackend, *args: Any, **kwargs: Any) -> An
 def _log(backend: EC2ContainerServiceBackend, task: Any, line: str) -> None:
     """Write the job's last stdout line where the awslogs driver would put it."""
     definition: Any = backend.describe_task_definition(task.task_definition_arn)
-    container = definition.container_definitions[0]
-    options = container["logConfiguration"]["options"]
-    stream = f"{options['awslogs-stream-prefix']}/{container['name']}/{task.id}"
-    logs = logs_backends[backend.account_id][backend.region_name]
-    group = options["awslogs-group"]
-    logs.create_log_stream(group, stream)
-    now = int(time.time() * 1000)
-    logs.put_log_events(group, stream, [{"timestamp": now, "message": line}])
+    write_log(backend, task, definition.container_definitions[0], [line])
+
+
+_original_describe_tasks = EC2ContainerServiceBackend.describe_tasks
+
+
+def _describe_tasks(self: EC2ContainerServiceBackend, cluster_str: str, tasks: list[str]) -> Any:
+    """Moto's DescribeTasks; in jobs mode a task whose process ended is reported stopped."""
+    found = _original_describe_tasks(self, cluster_str, tasks)
+    if JOBS is not None:
+        JOBS.refresh(self, found)
+    return found
 
 
 EC2ContainerServiceBackend.run_task = _run_task  # type: ignore[method-assign]
+EC2ContainerServiceBackend.describe_tasks = _describe_tasks  # type: ignore[method-assign]
 
 EcsService = state_task_service_ecs.StateTaskServiceEcs
 _original_sync_resolver: Any = EcsService._build_sync_resolver
@@ -312,4 +338,7 @@ json_path.extract_json.__code__ = _definite_extract_json.__code__
 default_user_config["stepfunctions"]["execute_state_machine"] = True
 
 if __name__ == "__main__":
+    if JOBS is not None:
+        # moto's SIGTERM handler exits through sys.exit: the jobs go with the server.
+        atexit.register(JOBS.stop_all)
     main(["--host", "127.0.0.1", "--port", PORT])
