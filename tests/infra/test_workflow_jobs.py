@@ -243,20 +243,40 @@ def test_empty_prefix_fails_with_dsjob_empty_input_before_any_task(emulated: Emu
     assert started_tasks(emulated, "fan-real-empty") == []
 
 
+@pytest.mark.parametrize(
+    ("execution", "execution_input", "run_id", "missing"),
+    [
+        ("single-missing", {"inputKey": "raw/none.csv"}, "single-missing", "raw/none.csv"),
+        # The tick's run id; no inputKey, so the SSM input-key parameter applies.
+        ("tick-1", {"scheduledTime": "2027-03-01T00:00:00Z"}, "monthly-2027-03", "raw/members.csv"),
+    ],
+)
 def test_a_real_job_failure_is_classified_from_the_status_the_job_wrote(
-    emulated: Emulated,
+    emulated: Emulated, execution, execution_input, run_id, missing
 ) -> None:
-    """A missing input key: the job exits 3; the run fails Dsjob.Input with the job's own status.
+    """A missing input: the job exits 3; the run fails Dsjob.Input with the job's own status.
 
     The cause is read from the status object the job wrote (the workflow's statusKey must
-    be where the job writes it), so the cause names the missing object.
+    be where the job writes it, for a manual and a scheduled run id): the log-line
+    fallback is never entered.
     """
-    result = emulated.run("single-missing", {"inputKey": "raw/none.csv"}, timeout=120)
+    result = emulated.run(execution, execution_input, timeout=120)
     assert (result["status"], result["error"]) == ("FAILED", "Dsjob.Input")
+    pages = emulated.sfn.get_paginator("get_execution_history").paginate(
+        executionArn=result["executionArn"]
+    )
+    entered = [
+        e["stateEnteredEventDetails"]["name"]
+        for page in pages
+        for e in page["events"]
+        if "stateEnteredEventDetails" in e
+    ]
+    assert "Read status object" in entered
+    assert "Read status line" not in entered
     cause = json.loads(result["cause"])
-    assert (cause["status"], cause["exit_code"], cause["run_id"]) == ("failed", 3, "single-missing")
-    assert "raw/none.csv" in cause["error"]
-    [task] = started_tasks(emulated, "single-missing")
+    assert (cause["status"], cause["exit_code"], cause["run_id"]) == ("failed", 3, run_id)
+    assert missing in cause["error"]
+    [task] = started_tasks(emulated, run_id)
     [job] = [c for c in task["containers"] if c["name"] == "job"]
     assert job["exitCode"] == 3
     assert json.loads(last_log_line(emulated, task)) == cause
