@@ -32,7 +32,9 @@ fi
 locks=(
   "requirements.lock|pyproject.toml|"
   "requirements-ml.lock|pyproject.toml|--extra ml"
-  "requirements-lambda.lock|pyproject.toml|--extra lambda"
+  # The lambda image is the prod venv plus awslambdaric: the prod lock constrains it, so
+  # the packages both share keep the prod pins and the lambda layer adds only the client.
+  "requirements-lambda.lock|pyproject.toml|--extra lambda --constraint @OUT@/requirements.lock"
   "requirements-dev-slim.lock|pyproject.toml|--group dev"
   "requirements-dev.lock|pyproject.toml|--all-extras --group dev --group notebook --group infra --group bench --group mutation"
   # The image builds' SBOM generator: a build tool, never installed into a job's venv.
@@ -43,10 +45,13 @@ locks=(
 for entry in "${locks[@]}"; do
   IFS='|' read -r name source args <<<"$entry"
   # shellcheck disable=SC2206  # the extra arguments are meant to split
-  extra=($args)
+  extra=(${args//@OUT@/$out})
   # --python-version: the oldest Python we support; --universal covers the rest.
   "$UV" pip compile --quiet --universal --generate-hashes --no-header \
     --python-version 3.11 "${extra[@]}" "$source" -o "$out/$name"
+  # A constraint is annotated with the path it was read from: name it the same way in
+  # both modes, so --check compares like with like.
+  sed -i "s|-c $out/requirements.lock|-c requirements.lock|" "$out/$name"
   if [ "$check" = 1 ] && ! diff -q "$out/$name" "$name" >/dev/null; then
     echo "stale lock: $name (run 'make lock')" >&2
     diff -u "$name" "$out/$name" | head -40 >&2 || true
