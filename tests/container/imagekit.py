@@ -41,7 +41,8 @@ def read_conf(path: Path) -> dict[str, str]:
 
 
 VERSIONS = read_conf(REPO / "config" / "versions.conf")
-IMAGE_NAME = VERSIONS.get("IMAGE_NAME", "ds-preprocessing")
+# IMAGE_NAME from the environment first: on a shared machine each user builds their own.
+IMAGE_NAME = os.environ.get("IMAGE_NAME") or VERSIONS.get("IMAGE_NAME", "ds-preprocessing")
 
 
 def base_image() -> str:
