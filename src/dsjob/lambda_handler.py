@@ -146,7 +146,10 @@ def _input_size(cfg: JobConfig) -> int:
         try:
             head = Clients().s3.head_object(Bucket=cfg.input.bucket, Key=cfg.input.key)
         except aws_errors() as exc:
-            raise translate(exc, str(cfg.input)) from exc
+            # HEAD answers a missing key with a bare 404: named, it is an input error (3).
+            raise translate(
+                exc, "reading the input's size", bucket=cfg.input.bucket, key=cfg.input.key
+            ) from exc
         return int(head["ContentLength"])
     return cfg.input.stat().st_size if cfg.input.is_file() else 0
 
