@@ -119,7 +119,8 @@ def case_lambda_start(report: Report, runs: int) -> None:
         (
             "The Runtime API is the loopback stand-in of the container tests "
             "(tests/support/lambda_runtime.py), not Lambda's emulator; Lambda's image pull "
-            "and sandbox start are not in these numbers. Runs alternate lambda/prod."
+            "and sandbox start are not in these numbers. Runs alternate lambda/prod. Init "
+            "imports only the handler module; duckdb and boto3 load in the first invocation."
         ),
     ]
     report.add(title, "\n".join(lines))
