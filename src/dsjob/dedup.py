@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from dsjob.errors import InputError
 from dsjob.inference import Cleaned, _no_rows, check_misfits, with_retyping
@@ -15,7 +15,6 @@ from dsjob.sandbox import _check_transform, _sandbox
 from dsjob.sqltext import _quote_str, _scalar
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from pathlib import Path
 
     import duckdb
@@ -24,6 +23,17 @@ if TYPE_CHECKING:
 
 
 OUTPUT_FORMATS = ("parquet", "csv")
+
+
+class Counter(Protocol):
+    """Where the step's counts come from (see :class:`dsjob.processing.StepCounter`)."""
+
+    def scanned(self, con: duckdb.DuckDBPyConnection, cleaned: Cleaned) -> None:
+        """Called right after the query that read the whole input, before any other query."""
+
+    def __call__(self) -> Counts:
+        """The counts; may read the input again, so it is called before the sandbox locks."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -41,7 +51,7 @@ def dedup_and_write(
     cleaned: Cleaned,
     output_dir: Path,
     settings: ProcessSettings,
-    counts: Callable[[], Counts] | None = None,
+    counts: Counter | None = None,
 ) -> Written:
     """Deduplicate (and transform) into ``<dataset>.<fmt>`` files in ``output_dir``.
 
@@ -55,8 +65,9 @@ def dedup_and_write(
         cleaned: what :func:`sniff_and_clean` returned.
         output_dir: where the files go.
         settings: formats, dataset name and transform.
-        counts: a callable returning :class:`Counts`, waited for before the
-            transform is sandboxed (the counting scan reads the input file); may be None.
+        counts: told when the input has been scanned (its profile holds the counts),
+            and called for :class:`Counts` before the transform is sandboxed (a
+            counting scan reads the input file); may be None.
 
     Raises:
         InputError: nothing is left to write.
@@ -76,15 +87,17 @@ def _write(
     cleaned: Cleaned,
     output_dir: Path,
     settings: ProcessSettings,
-    counts: Callable[[], Counts] | None,
+    counts: Counter | None,
 ) -> Written:
     distinct = f"SELECT DISTINCT * FROM ({cleaned.kept()})"
     if settings.transform_sql is None:
-        files, rows = _copy_all(con, distinct, output_dir, settings, cleaned)
+        files, rows = _copy_all(con, distinct, output_dir, settings, cleaned, counts=counts)
         deduped = rows
     else:
         # Materialised once: counted for the manifest, then read by the transform.
         con.execute(f"CREATE OR REPLACE TEMP TABLE dsjob_clean AS {distinct}")
+        if counts is not None:
+            counts.scanned(con, cleaned)
         check_misfits(con, cleaned)
         deduped = _scalar(con, "SELECT count(*) FROM dsjob_clean")
         if deduped == 0:
@@ -134,6 +147,8 @@ def _copy_all(
     output_dir: Path,
     settings: ProcessSettings,
     cleaned: Cleaned | None = None,
+    *,
+    counts: Counter | None = None,
 ) -> tuple[list[Path], int]:
     """Write the query's result in every requested format; returns files and row count."""
     files: list[Path] = []
@@ -151,6 +166,8 @@ def _copy_all(
         row = con.execute(f"COPY {source} TO {_quote_str(str(target))} ({options})").fetchall()
         rows_out = int(row[0][0]) if row else 0
         if cleaned is not None and not files:
+            if counts is not None:
+                counts.scanned(con, cleaned)
             check_misfits(con, cleaned)
         files.append(target)
         if not files[1:]:

@@ -1,7 +1,8 @@
 """The built-in processing step: clean, deduplicate and convert a CSV or Parquet file with DuckDB.
 
-What the step does, in one streaming, memory-bounded DuckDB query (plus a
-cheap counting scan of the input that runs beside it on a second cursor):
+What the step does, in one streaming, memory-bounded DuckDB query that parses a
+CSV input once (its counts come from DuckDB's profile of that query, see
+:mod:`dsjob.scancount`; a Parquet input is counted by a cheap scan beside it):
 
 * reads the input (CSV: RFC 4180, comma, ``"`` quote, header line, UTF-8; or Parquet),
 * trims every string and turns empty strings into NULL,
@@ -16,7 +17,8 @@ cheap counting scan of the input that runs beside it on a second cursor):
 
 The phases are public functions that take the connection, so the fan-out's
 map and reduce phases reuse them: :func:`connect`, :func:`sniff_and_clean`,
-:func:`count_rows`, :func:`dedup_and_write`; :func:`run_builtin` chains them.
+:func:`count_rows`, :func:`dedup_and_write`; :func:`run_builtin` chains them
+(with a :class:`StepCounter`).
 The parts live in their own modules (:mod:`dsjob.sniffing` reads the raw input,
 :mod:`dsjob.inference` types and re-types columns, :mod:`dsjob.dedup` writes,
 :mod:`dsjob.sandbox` guards the transform, :mod:`dsjob.limits` sizes DuckDB,
@@ -67,6 +69,7 @@ from typing import TYPE_CHECKING
 
 # The step's parts live in their own modules; this one chains them and stays the
 # entry point the rest of dsjob (shuffle, job, fan-out, bench, tests) imports from.
+from dsjob import scancount
 from dsjob.dedup import OUTPUT_FORMATS, Written, dedup_and_write
 from dsjob.inference import (
     SAMPLE_ROWS,
@@ -96,6 +99,7 @@ __all__ = [
     "Counts",
     "ProcessResult",
     "ProcessSettings",
+    "StepCounter",
     "Written",
     # Private helpers that dsjob.shuffle and bench/designs.py reach as processing._name.
     "_no_rows",
@@ -159,6 +163,49 @@ class Counts:
         return self.rows_in - self.malformed - self.null_id
 
 
+class StepCounter:
+    """The step's counts: from the profile of the query that read a CSV, else a counting scan.
+
+    :func:`dedup_and_write` calls :meth:`scanned` right after its query over the
+    input; calling the counter then gives :class:`Counts` (computed once). When the
+    profile holds no usable counts, a counting scan (``pending``, a background one
+    already running, or :func:`count_rows` on a new cursor) gives them instead.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Args: con: the step's connection."""
+        self.con = con
+        self.pending: Callable[[], Counts] | None = None
+        self._scan: tuple[int, int] | None = None
+        self._cleaned: Cleaned | None = None
+        self._found: Counts | None = None
+
+    def scanned(self, con: duckdb.DuckDBPyConnection, cleaned: Cleaned) -> None:
+        """Read the scan's counts from the profile of the query just run on ``con``."""
+        self._cleaned = cleaned
+        self._scan = None if cleaned.is_parquet else scancount.from_last_query(con, cleaned)
+
+    def __call__(self) -> Counts:
+        """Rows in, NULL ids and malformed rows of the input, as the last scan saw them."""
+        if self._found is None:
+            self._found = self._count()
+        return self._found
+
+    def _count(self) -> Counts:
+        if self.pending is not None:
+            return self.pending()
+        if self._cleaned is None:
+            raise RuntimeError("StepCounter called before the input was scanned")
+        if self._scan is None:
+            LOGGER.debug("no counts in the query profile; counting with a second scan")
+            return count_rows(self.con.cursor(), self._cleaned)
+        rows, valid = self._scan
+        malformed = scancount.malformed(self.con, self._cleaned)
+        if malformed:
+            LOGGER.warning("skipped malformed rows", extra={"malformed": malformed})
+        return Counts(rows_in=rows + malformed, null_id=rows - valid, malformed=malformed)
+
+
 def run_builtin(input_path: Path, output_dir: Path, settings: ProcessSettings) -> ProcessResult:
     """Clean, deduplicate and write ``input_path`` into ``output_dir``.
 
@@ -184,17 +231,24 @@ def run_builtin(input_path: Path, output_dir: Path, settings: ProcessSettings) -
     try:
         with connect(settings, temp_dir) as con:
             cleaned = sniff_and_clean(con, input_path, settings)
-            # Counting needs its own scan; it runs beside the main query on a second
-            # cursor, soaking up the core the dedup leaves idle, not as a serial pass.
-            counter = con.cursor()
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsjob-count") as pool:
-                counting = pool.submit(count_rows, counter, cleaned)
-                try:
-                    written = dedup_and_write(con, cleaned, output_dir, settings, counting.result)
-                except BaseException:
-                    counter.interrupt()
-                    raise
-                counts = counting.result()
+            counter = StepCounter(con)
+            if cleaned.is_parquet:
+                # Parquet counts are cheap (metadata and one column) but still a scan;
+                # it runs beside the main query on a second cursor, not as a serial pass.
+                cursor = con.cursor()
+                with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsjob-count") as pool:
+                    counter.pending = pool.submit(count_rows, cursor, cleaned).result
+                    try:
+                        written = dedup_and_write(con, cleaned, output_dir, settings, counter)
+                    except BaseException:
+                        cursor.interrupt()
+                        raise
+                    counts = counter()
+            else:
+                # A CSV is parsed once: the main query's profile holds the counts.
+                scancount.enable(con)
+                written = dedup_and_write(con, cleaned, output_dir, settings, counter)
+                counts = counter()
             columns = _schema(con, written.files[0])
     except duckdb.Error as error:
         raise _translate(error) from None
