@@ -49,14 +49,25 @@ definition, and only these are changed:
    ``job``; the sidecar is not essential) exits non-zero or never starts.  That
    behaviour is the default here; an outcome with ``"sync_output": true``
    keeps moto's, so both shapes reach the workflow.
+6. moto counts a distributed map's failed items but never applies
+   ``ToleratedFailurePercentage``: the map succeeds whatever failed, and with real
+   jobs the reduce and commit would then publish the objects that did map.  Step
+   Functions fails the map run with ``States.ExceedToleratedFailureThreshold`` once
+   the failed items exceed that percentage of all items (Developer Guide, "Using
+   Map state in Distributed mode", failure threshold).  Applied here for the
+   percentage, the one threshold our definition sets.
+7. Some of moto's error answers carry no request id, and the interpreter's aws-sdk
+   integration then fails on a ``KeyError`` (``States.Runtime``, which no Catch
+   takes) instead of with the service's error.  An empty request id is filled in,
+   so the state fails with the service's error, as it would on AWS.
 
 Everything else — Choice, Retry with backoff and jitter, Catch, Parallel,
 Map, ItemReader (ListObjectsV2), intrinsic functions, Fail's ErrorPath/CausePath,
 ECS RunTask/DescribeTasks, S3 GetObject and CloudWatch Logs GetLogEvents against
 moto — is moto's own.  Known moto gaps left as they are (tests say so): a
 distributed map's ResultWriter writes only the manifest, no result files; child
-executions run inline (no ListExecutions by map run); the tolerated-failure
-threshold is not applied (the map succeeds with failed items).
+executions run inline (no ListExecutions by map run, so the workflow's look-up
+of the failed child's error fails and the map's own error stays the cause).
 """
 
 from __future__ import annotations
@@ -72,6 +83,7 @@ from types import FunctionType
 from typing import Any, cast
 
 from botocore import xform_name
+from botocore.exceptions import ClientError
 from botocore.session import get_session
 
 PORT, MODE, PATH = sys.argv[1], sys.argv[2], Path(sys.argv[3])
@@ -98,8 +110,12 @@ from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name
 from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (  # noqa: E402
     StatesErrorNameType,
 )
-from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (  # noqa: E402  # noqa: E402
+from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration import (  # noqa: E402
+    distributed_iteration_component,
+)
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (  # noqa: E402
     state_task_service,
+    state_task_service_aws_sdk,
     state_task_service_ecs,
 )
 from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails  # noqa: E402
@@ -317,6 +333,52 @@ def _eval_service_task(self: Any, env: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 EcsService._eval_service_task = _eval_service_task  # type: ignore[method-assign]
+
+
+AwsSdk = state_task_service_aws_sdk.StateTaskServiceAwsSdk
+_original_sdk_from_error: Any = AwsSdk._from_error
+
+
+def _sdk_from_error(self: Any, env: Any, ex: Exception) -> Any:
+    """Moto's aws-sdk error mapping, for an error answer that has no request id too."""
+    if isinstance(ex, ClientError):
+        response: dict[str, Any] = cast("dict[str, Any]", ex.response)
+        response.setdefault("ResponseMetadata", {}).setdefault("RequestId", "")
+    return _original_sdk_from_error(self, env, ex)
+
+
+AwsSdk._from_error = _sdk_from_error  # type: ignore[method-assign]
+Distributed = distributed_iteration_component.DistributedIterationComponent
+_original_map_run: Any = Distributed._map_run
+
+
+def _map_run(self: Any, env: Any, eval_input: Any) -> None:
+    """Moto's map run, then the failure threshold Step Functions applies to it."""
+    _original_map_run(self, env, eval_input)
+    record = eval_input.map_run_record
+    failed, total = record.item_counter.failed.get(), record.item_counter.total.get()
+    if total and failed * 100 > record.tolerated_failure_percentage * total:
+        error = StatesErrorNameType.StatesExceedToleratedFailureThreshold.to_name()
+        cause = (
+            f"{failed} of {total} items failed, above the tolerated "
+            f"{record.tolerated_failure_percentage}%"
+        )
+        raise FailureEventException(
+            FailureEvent(
+                env=env,
+                error_name=StatesErrorName(
+                    typ=StatesErrorNameType.StatesExceedToleratedFailureThreshold
+                ),
+                event_type=HistoryEventType.MapRunFailed,
+                event_details=cast(
+                    "EventDetails",
+                    {"mapRunFailedEventDetails": {"error": error, "cause": cause}},
+                ),
+            )
+        )
+
+
+Distributed._map_run = _map_run  # type: ignore[method-assign]
 
 
 def _definite_extract_json(path: str, data: Any) -> Any:

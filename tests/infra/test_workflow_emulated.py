@@ -13,13 +13,14 @@ DescribeTasks: "Task", "Container"; RunTask: "Failure"), and the .sync failure a
 Step Functions documents it ("Run Amazon ECS or Fargate tasks with Step Functions":
 States.TaskFailed with the task as the JSON cause).
 
-What it cannot show: real containers (the emulator scripts each task, see
-sfn_emulator.py), IAM (moto does not enforce the state machine role), real backoff
-timing, and three distributed-map behaviours moto lacks: child executions as
-separate executions, the tolerated-failure threshold (moto counts failed items but
-lets the map succeed; AWS fails the map, and the workflow then looks up the failed
-child's error, checked on the template in test_stack.py), and ResultWriter's result
-files (moto writes only the manifest).
+What it cannot show: real containers (the emulator scripts each task here, see
+sfn_emulator.py; test_workflow_jobs.py runs the real job), IAM (moto does not
+enforce the state machine role), real backoff timing, and two distributed-map
+behaviours moto lacks: child executions as separate executions (so the workflow's
+look-up of a failed child's error, checked on the template in test_stack.py, fails
+here and the map run's own error stays), and ResultWriter's result files (moto
+writes only the manifest). The tolerated-failure threshold, which moto does not
+apply either, the emulator applies.
 """
 
 from __future__ import annotations
@@ -293,19 +294,26 @@ def test_a_failing_reduce_shard_fails_the_run_with_its_own_error(emulated):
     assert "commit" not in {t["DSJOB_PHASE"] for t in emulated.tasks("fan-red")}
 
 
-def test_each_failing_object_fails_its_map_item(emulated):
-    """Objects whose map task exits 3 are counted as failed items of the map run (tolerance 0).
+def test_failing_objects_fail_the_map_run_before_any_reduce(emulated):
+    """Two of three map tasks exit 3: the map run fails (tolerance 0); no reduce, no commit.
 
-    moto does not apply the tolerated-failure threshold (its map run succeeds regardless),
-    so the parent's FAILED status and the shard look-up, which AWS would run, are checked
-    on the template only (test_stack.py).
+    The threshold is the emulator's (moto counts failed items but lets the map succeed).
+    On AWS the workflow then looks up the failed child's error (checked on the template,
+    test_stack.py) and fails with it, Dsjob.Input. moto has no ListExecutions by map run,
+    so the look-up fails and "Job failed" re-raises the map run's own error, which moto's
+    Fail state refuses (it rejects an ErrorPath value starting with "States."): the run
+    ends States.Runtime with that error named in the cause.
     """
     _put(emulated, {"part/a.csv": b"id\n1\n", "part/b.csv": b"id\n2\n", "part/c.csv": b"id\n3\n"})
     emulated.script("fanbad/map/part/a.csv", {"exit_code": 3})
     emulated.script("fanbad/map/part/c.csv", {"exit_code": 3})
     result = emulated.run("fanbad", {"inputPrefix": "part/", "partitions": 1})
+    assert (result["status"], result.get("error")) == ("FAILED", "States.Runtime")
+    assert "States.ExceedToleratedFailureThreshold" in result["cause"]
+    assert {t["DSJOB_PHASE"] for t in emulated.tasks("fanbad")} == {"map"}
     [map_run] = emulated.sfn.list_map_runs(executionArn=result["executionArn"])["mapRuns"]
     described = emulated.sfn.describe_map_run(mapRunArn=map_run["mapRunArn"])
+    assert described["status"] == "FAILED"
     assert described["toleratedFailurePercentage"] == 0
     assert described["itemCounts"]["failed"] == 2
     assert described["itemCounts"]["succeeded"] == 1

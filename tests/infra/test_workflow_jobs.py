@@ -243,6 +243,45 @@ def test_empty_prefix_fails_with_dsjob_empty_input_before_any_task(emulated: Emu
     assert started_tasks(emulated, "fan-real-empty") == []
 
 
+def test_an_object_that_fails_to_map_stops_the_run_before_anything_is_published(
+    emulated: Emulated,
+) -> None:
+    """A malformed object: its map task exits 3, the map run fails, nothing is committed.
+
+    Without the failure threshold (moto does not apply it; the emulator does) the reduce
+    and commit would publish the other object's rows as the whole run, and the execution
+    would succeed.
+    """
+    bucket = emulated.bucket("input")
+    emulated.s3.put_object(Bucket=bucket, Key="broken/members/a.csv", Body=b"id,name\n1,a\n")
+    emulated.s3.put_object(
+        Bucket=bucket, Key="broken/members/d.csv", Body=b'id,name\n1,"unterminated\n2,b\n'
+    )
+    result = emulated.run(
+        "fan-broken", {"inputPrefix": "broken/members/", "partitions": 2}, timeout=120
+    )
+    # On AWS the shard look-up makes the failed map task's Dsjob.Input the error; under
+    # moto the look-up fails and the re-raised map error ends States.Runtime (see
+    # test_workflow_emulated.py, test_failing_objects_fail_the_map_run_before_any_reduce).
+    assert (result["status"], result.get("error")) == ("FAILED", "States.Runtime")
+    assert "States.ExceedToleratedFailureThreshold" in result["cause"]
+    tasks = {t["env"]["DSJOB_INPUT_KEY"]: t for t in started_tasks(emulated, "fan-broken")}
+    assert sorted(tasks) == ["broken/members/a.csv", "broken/members/d.csv"]  # maps only
+    for key, code in (("broken/members/a.csv", 0), ("broken/members/d.csv", 3)):
+        [job] = [c for c in tasks[key]["containers"] if c["name"] == "job"]
+        assert job["exitCode"] == code
+    failed = json.loads(last_log_line(emulated, tasks["broken/members/d.csv"]))
+    assert "malformed CSV" in failed["error"]
+    listed = emulated.s3.list_objects_v2(Bucket=emulated.bucket("output"), Prefix="processed/")
+    published = [
+        o["Key"]
+        for o in listed.get("Contents", [])
+        if "fan-broken" in o["Key"]
+        and not o["Key"].startswith(("processed/_work/", "processed/status/"))
+    ]
+    assert published == []  # no part, no manifest
+
+
 @pytest.mark.parametrize(
     ("execution", "execution_input", "run_id", "missing"),
     [
