@@ -16,10 +16,11 @@ from dsjob import history, record, steps, stop, workdir
 from dsjob.config import S3Location
 from dsjob.context import read_report
 from dsjob.errors import MalformedInputError, UserCodeError
+from dsjob.localstore import LocalStore
 from dsjob.preflight import preflight
 from dsjob.publish import Published, already_published, manifest_key, publish
 from dsjob.schedule import tick_run_id
-from dsjob.storage import LocalStore, OutputStore, is_s3
+from dsjob.storage import OutputStore, is_s3
 
 if TYPE_CHECKING:
     from dsjob.aws import Clients

@@ -31,8 +31,8 @@ def output_store(
 ) -> tuple[OutputStore, str]:
     """The output store and prefix, by the job's precedence: flag > DSJOB_* > SSM > default."""
     from dsjob import config  # noqa: PLC0415
+    from dsjob.localstore import LocalStore  # noqa: PLC0415
     from dsjob.s3store import S3Store  # noqa: PLC0415
-    from dsjob.storage import LocalStore  # noqa: PLC0415
 
     def given(name: str) -> str | None:
         return flags.get(name) or os.environ.get(config.env_name(name)) or None

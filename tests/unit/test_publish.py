@@ -11,9 +11,10 @@ import pytest
 
 from dsjob.errors import ConfigError, ConflictError, MalformedInputError, UserCodeError
 from dsjob.history import read_manifest
+from dsjob.localstore import LocalStore
 from dsjob.publish import PublishResult, publish
 from dsjob.schedule import tick_run_id
-from dsjob.storage import LocalStore, digest_file
+from dsjob.storage import digest_file
 
 if TYPE_CHECKING:
     from pathlib import Path

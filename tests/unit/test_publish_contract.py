@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from dsjob.errors import ConflictError
+from dsjob.localstore import LocalStore
 from dsjob.publish import publish
-from dsjob.storage import LocalStore, digest_file
+from dsjob.storage import digest_file
 
 if TYPE_CHECKING:
     from pathlib import Path

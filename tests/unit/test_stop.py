@@ -12,8 +12,8 @@ import pytest
 
 from dsjob import stop
 from dsjob.errors import InterruptedRunError, TerminatedError
+from dsjob.localstore import LocalStore
 from dsjob.publish import publish
-from dsjob.storage import LocalStore
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
