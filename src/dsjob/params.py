@@ -81,6 +81,7 @@ OTHER_ENV_NAMES = frozenset(
         "DSJOB_PARAM_PREFIX",
         "DSJOB_LOG_FORMAT",
         "DSJOB_KEEP_WORK",
+        "DSJOB_LEASE_SECONDS",
         "DSJOB_LOCK_FILE",
         "DSJOB_INDEX_URL",
         "DSJOB_PYTHON",
