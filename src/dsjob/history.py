@@ -9,18 +9,16 @@ pointer's ETag), so concurrent commits serialise there. Whatever falls off the
 end of the history (more than ``keep-outputs`` + 1 committed runs) is deleted,
 and only that: an object another run is still uploading is in no history.
 
-Orphans are outputs of the dataset (object metadata ``dataset``) whose run never
-committed: an earlier attempt of the same run id (Step Functions starts a retry
-only after the attempt's task stopped), or any uncommitted run older than
-``ORPHAN_AGE`` (longer than a run may take). They are removed by the next commit
-of the dataset and listed in its manifest.
+Orphans, outputs of runs that never committed and never will, are found by
+``orphans.py``; the next commit of the dataset removes them and lists them in its
+manifest.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from dsjob.errors import ConflictError, DsjobError, MalformedInputError
@@ -33,10 +31,9 @@ if TYPE_CHECKING:
 LOGGER = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = 1
-ORPHAN_AGE = timedelta(hours=24)
 MAX_SWAPS = 50
 # Folders under the output prefix that hold bookkeeping, not outputs.
-RESERVED = ("manifests/", "current/", "status/", "_work/")
+RESERVED = ("manifests/", "current/", "status/", "_work/", "_leases/")
 
 
 class AlreadyCommittedError(DsjobError):
@@ -58,7 +55,8 @@ def pointer_key(prefix: str, dataset: str) -> str:
     return f"{prefix}current/{dataset}.json"
 
 
-def _parse(store: OutputStore, key: str, data: bytes, what: str) -> dict[str, Any]:
+def parse(store: OutputStore, key: str, data: bytes, what: str) -> dict[str, Any]:
+    """A manifest or pointer as a dict; exits 3 naming `key` when corrupt or of a newer format."""
     try:
         parsed = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -78,36 +76,7 @@ def _parse(store: OutputStore, key: str, data: bytes, what: str) -> dict[str, An
 def read_manifest(store: OutputStore, key: str) -> dict[str, Any] | None:
     """A run's manifest, or None; a corrupt or newer-format one exits 3, naming it."""
     blob = store.get(key)
-    return None if blob is None else _parse(store, key, blob.data, "run manifest")
-
-
-def find_orphans(
-    store: OutputStore, prefix: str, run_id: str, dataset: str, *, exclude: set[str]
-) -> list[str]:
-    """Keys of `dataset` outputs left by runs that never committed and cannot be running."""
-    blob = store.get(pointer_key(prefix, dataset))
-    pointer = _parse(store, pointer_key(prefix, dataset), blob.data, "pointer") if blob else {}
-    kept = {k for entry in pointer.get("history", []) for k in entry.get("outputs", [])}
-    cutoff = datetime.now(UTC) - ORPHAN_AGE
-    committed: dict[str, bool] = {}
-    orphans: list[str] = []
-    for item in store.list_objects(prefix):
-        rest = item.key[len(prefix) :]
-        if rest.startswith(RESERVED) or item.key in exclude or item.key in kept:
-            continue
-        info = store.head(item.key)
-        if info is None or info.metadata.get("dataset") != dataset:
-            continue  # another dataset's, or a store that keeps no metadata (local)
-        owner = info.metadata.get("run-id", "")
-        if owner != run_id and item.last_modified >= cutoff:
-            continue  # its run may still be uploading
-        if owner not in committed:
-            committed[owner] = (
-                owner != run_id and store.get(f"{prefix}manifests/{owner}.json") is not None
-            )
-        if not committed[owner]:
-            orphans.append(item.key)
-    return orphans
+    return None if blob is None else parse(store, key, blob.data, "run manifest")
 
 
 def record(
@@ -127,7 +96,7 @@ def record(
     }
     for _ in range(MAX_SWAPS):
         blob = store.get(key)
-        pointer = _parse(store, key, blob.data, "pointer") if blob else {}
+        pointer = parse(store, key, blob.data, "pointer") if blob else {}
         runs: list[dict[str, Any]] = list(pointer.get("history", []))
         pending = [p for p in pointer.get("pending_delete", []) if isinstance(p, dict)]
         if any(r.get("run_id") == run_id for r in runs):
@@ -167,7 +136,7 @@ def clear_pending(store: OutputStore, prefix: str, dataset: str, deleted: list[s
     blob = store.get(key)
     if blob is None:
         return
-    pointer = _parse(store, key, blob.data, "pointer")
+    pointer = parse(store, key, blob.data, "pointer")
     gone = set(deleted)
     pointer["pending_delete"] = [
         p for p in pointer.get("pending_delete", []) if isinstance(p, dict) and p["key"] not in gone

@@ -76,7 +76,7 @@ class LocalStore:
 
     def swap_bytes(
         self, key: str, data: bytes, content_type: str, expected_etag: str | None
-    ) -> None:
+    ) -> str:
         """Compare-and-swap under a directory lock (the local stand-in for If-Match)."""
         del content_type
         target = self.root / key
@@ -88,6 +88,7 @@ class LocalStore:
             tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
             tmp.write_bytes(data)
             tmp.replace(target)
+        return hashlib.sha256(data).hexdigest()
 
     def get(self, key: str) -> Blob | None:
         """The file's bytes, with its SHA-256 as the ETag."""

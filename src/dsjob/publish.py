@@ -11,10 +11,10 @@ The protocol, as reusable pieces (the fan-out's commit phase calls the same ones
     Names each file ``<stem>_<stamp>[-N]<ext>``, taking the next ``-N`` when a
     name is taken, and uploads it with ``upload_verified``.
 ``commit(store, *, prefix, run_id, dataset, outputs, manifest, keep_outputs) -> PublishResult``
-    Writes ``<prefix>manifests/<run-id>.json`` (the commit; created once per run
-    id), then the current pointer ``<prefix>current/<dataset>.json`` (last write,
-    compare-and-swap), then deletes outputs of runs that fell out of the pointer's
-    history and orphans of killed runs (see ``history.py``).
+    (in ``commit.py``) Writes ``<prefix>manifests/<run-id>.json`` (the commit;
+    created once per run id), then the current pointer ``<prefix>current/<dataset>.json``
+    (last write, compare-and-swap), then deletes outputs of runs that fell out of
+    the pointer's history and orphans of dead runs (``history.py``, ``orphans.py``).
 ``rollback(store, keys)``
     Removes this run's own uncommitted uploads, nothing else.
 
@@ -23,12 +23,18 @@ The protocol, as reusable pieces (the fan-out's commit phase calls the same ones
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from dsjob import history, stop
+from dsjob import history, lease, stop
+from dsjob.commit import (
+    PublishResult,
+    already_published,
+    commit,
+    finish,
+    manifest_key,
+    write_manifest,
+)
 from dsjob.errors import ConflictError, DsjobError, TransientError, UserCodeError
 from dsjob.storage import digest_file
 from dsjob.verify import Published, part_size_of, upload_verified
@@ -50,27 +56,12 @@ __all__ = [
     "rollback",
     "upload_outputs",
     "upload_verified",
+    "write_manifest",
 ]
 
 LOGGER = logging.getLogger(__name__)
 
 MAX_NAME_TRIES = 100
-
-
-@dataclass(frozen=True)
-class PublishResult:
-    """What a publish left behind."""
-
-    objects: tuple[Published, ...]
-    manifest_uri: str
-    pruned: tuple[str, ...]
-    orphans: tuple[str, ...] = ()
-    already_published: bool = False
-
-
-def manifest_key(prefix: str, run_id: str) -> str:
-    """Where the manifest of `run_id` lives."""
-    return f"{prefix}manifests/{run_id}.json"
 
 
 def _split(name: str) -> tuple[str, str]:
@@ -129,83 +120,21 @@ def upload_outputs(
     return done
 
 
-def rollback(store: OutputStore, keys: list[str]) -> None:
-    """Remove this run's own uncommitted uploads; never touches anything else."""
+def rollback(store: OutputStore, keys: list[str]) -> bool:
+    """Remove this run's own uncommitted uploads; never touches anything else.
+
+    Returns:
+        Whether nothing of them is left (False when the delete failed).
+    """
     if not keys:
-        return
+        return True
     try:
         store.delete(keys)
-        LOGGER.warning("removed this run's unpublished uploads", extra={"keys": keys})
     except DsjobError:
         LOGGER.warning("could not remove this run's partial uploads", extra={"keys": keys})
-
-
-def commit(
-    store: OutputStore,
-    *,
-    prefix: str,
-    run_id: str,
-    dataset: str,
-    outputs: Sequence[Published],
-    manifest: Mapping[str, Any],
-    keep_outputs: int,
-) -> PublishResult:
-    """Write the manifest (the commit), the current pointer (last write), then prune.
-
-    Raises ``history.AlreadyCommittedError`` when another attempt of `run_id` committed
-    first; the caller rolls back its own uploads. A failure after the manifest is
-    written leaves the run committed: a re-run with the same id finishes the
-    pointer and the prune.
-    """
-    known = {o.key for o in outputs}
-    orphans = history.find_orphans(store, prefix, run_id, dataset, exclude=known)
-    body = {
-        **manifest,
-        "run_id": run_id,
-        "format": history.MANIFEST_FORMAT,
-        "dataset": dataset,
-        "committed_at": history.now_iso(),
-        "outputs": [asdict(o) for o in outputs],
-        "orphans_removed": orphans,
-    }
-    mkey = manifest_key(prefix, run_id)
-    data = json.dumps(body, indent=2, default=str).encode()
-    try:
-        store.create_bytes(mkey, data, "application/json")
-    except ConflictError as exc:
-        raise history.AlreadyCommittedError(run_id) from exc
-    stored = store.get(mkey)
-    if stored is None or stored.data != data:
-        store.delete([mkey])
-        raise TransientError(f"{store.uri(mkey)}: the manifest read back differs from the one sent")
-    LOGGER.info("manifest written", extra={"manifest": store.uri(mkey)})
-    return finish(store, prefix, body, keep_outputs, orphans=tuple(orphans))
-
-
-def finish(
-    store: OutputStore,
-    prefix: str,
-    manifest: Mapping[str, Any],
-    keep_outputs: int,
-    *,
-    orphans: tuple[str, ...] = (),
-) -> PublishResult:
-    """After the manifest: move the current pointer, then delete what fell out of it."""
-    run_id, dataset = str(manifest["run_id"]), str(manifest["dataset"])
-    outputs = tuple(Published.from_manifest(o) for o in manifest.get("outputs", []))
-    doomed = history.record(store, prefix, manifest, keep_outputs)
-    if stop.skip("the prune of older outputs"):  # committed: report success, prune next time
-        return PublishResult(outputs, store.uri(manifest_key(prefix, run_id)), ())
-    if orphans:
-        store.delete(list(orphans))
-        LOGGER.info("removed orphans of killed runs", extra={"deleted": list(orphans)})
-    pruned = history.still_owned(store, doomed)
-    if pruned:
-        store.delete(pruned)
-        LOGGER.info("pruned old outputs", extra={"deleted": pruned, "dataset": dataset})
-    if doomed:
-        history.clear_pending(store, prefix, dataset, [d["key"] for d in doomed])
-    return PublishResult(outputs, store.uri(manifest_key(prefix, run_id)), tuple(pruned), orphans)
+        return False
+    LOGGER.warning("removed this run's unpublished uploads", extra={"keys": keys})
+    return True
 
 
 def publish(
@@ -225,9 +154,11 @@ def publish(
     """Upload every file in `output_dir`, verify each, commit, prune.
 
     If anything fails before the manifest is written, this run's own uploads are
-    removed and every earlier output stays where it was. When another attempt of
-    the same run id commits first, this one removes its uploads and reports that
-    commit (``already_published``).
+    removed and every earlier output stays where it was; after it, nothing is
+    removed (the run is committed; a re-run of its id finishes the pointer and the
+    prune). When another attempt of the same run id commits first, this one
+    removes its uploads and reports that commit (``already_published``). The run
+    holds a lease (``lease.py``) from before its first upload until then.
     """
     files = sorted(p for p in output_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
     if not files:
@@ -240,57 +171,45 @@ def publish(
         )
     uploaded: list[str] = []
     meta = {**metadata, "run-id": run_id, "dataset": dataset}
+    held = lease.Lease(store, prefix, dataset, run_id, ttl_s=lease.ttl_seconds())
+    held.start()
+    clean = False  # True once nothing of this run is left uncommitted
     try:
-        done = upload_outputs(
-            store,
-            named,
-            prefix=prefix,
-            stamp=stamp,
-            metadata=meta,
-            records=records,
-            uploaded=uploaded,
-            checkpoint=checkpoint,
-        )
-        checkpoint("before writing the run manifest")  # the last moment to publish nothing
-        return commit(
-            store,
-            prefix=prefix,
-            run_id=run_id,
-            dataset=dataset,
-            outputs=done,
-            manifest=manifest,
-            keep_outputs=keep_outputs,
-        )
-    except history.AlreadyCommittedError:
-        rollback(store, uploaded)
-        return already_published(store, prefix, run_id, keep_outputs)
-    except TransientError:
-        rollback(store, uploaded)
-        # A twin attempt of this run id (a duplicate delivery) that committed while this
-        # one uploaded removes this one's objects as its orphans: report its commit.
-        if store.get(manifest_key(prefix, run_id)) is not None:
+        try:
+            done = upload_outputs(
+                store,
+                named,
+                prefix=prefix,
+                stamp=stamp,
+                metadata=meta,
+                records=records,
+                uploaded=uploaded,
+                checkpoint=checkpoint,
+            )
+            checkpoint("before writing the run manifest")  # the last moment to publish nothing
+            body, found = write_manifest(
+                store,
+                prefix=prefix,
+                run_id=run_id,
+                dataset=dataset,
+                outputs=done,
+                manifest=manifest,
+                fence=held.confirm,
+            )
+        except history.AlreadyCommittedError:
+            clean = rollback(store, uploaded)
             return already_published(store, prefix, run_id, keep_outputs)
-        raise
-    except BaseException:
-        rollback(store, uploaded)
-        raise
-
-
-def already_published(
-    store: OutputStore, prefix: str, run_id: str, keep_outputs: int
-) -> PublishResult:
-    """The earlier commit of `run_id`, with its pointer and prune finished if they were not.
-
-    A retry after a failure between manifest and prune (exit 5) lands here and
-    completes the commit instead of publishing again.
-    """
-    manifest = history.read_manifest(store, manifest_key(prefix, run_id))
-    if manifest is None:  # pragma: no cover - only called once the manifest exists
-        raise TransientError(f"{store.uri(manifest_key(prefix, run_id))} vanished")
-    outputs = tuple(Published.from_manifest(o) for o in manifest.get("outputs", []))
-    pruned: tuple[str, ...] = ()
-    if "dataset" in manifest and "committed_at" in manifest:  # older manifests: nothing to finish
-        pruned = finish(store, prefix, manifest, keep_outputs).pruned
-    return PublishResult(
-        outputs, store.uri(manifest_key(prefix, run_id)), pruned, already_published=True
-    )
+        except TransientError:
+            clean = rollback(store, uploaded)
+            # A twin attempt of this run id (a duplicate delivery) that committed while this
+            # one uploaded removes this one's objects as its orphans: report its commit.
+            if store.get(manifest_key(prefix, run_id)) is not None:
+                return already_published(store, prefix, run_id, keep_outputs)
+            raise
+        except BaseException:
+            clean = rollback(store, uploaded)
+            raise
+        clean = True
+        return finish(store, prefix, body, keep_outputs, found=found)
+    finally:
+        held.stop(release=clean)

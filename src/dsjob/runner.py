@@ -100,6 +100,9 @@ def run_from_flags(
                 raise translate(exc, f"reading SSM parameters under {prefix}") from exc
 
     cfg = config.resolve(flags, env, reader)
+    from dsjob.lease import ttl_seconds  # noqa: PLC0415
+
+    ttl_seconds(env)  # a bad DSJOB_LEASE_SECONDS exits 2 now, not after the work
     if on_config is not None:
         on_config(cfg)
     LOGGER.info("config resolved", extra={"config": cfg.redacted()})

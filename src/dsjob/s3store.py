@@ -196,10 +196,13 @@ class S3Store:
 
     def swap_bytes(
         self, key: str, data: bytes, content_type: str, expected_etag: str | None
-    ) -> None:
-        """PUT with If-Match (or If-None-Match when `expected_etag` is None)."""
+    ) -> str:
+        """PUT with If-Match (or If-None-Match when `expected_etag` is None); the new ETag.
+
+        If-Match on a key that is gone answers 404 NoSuchKey (``MissingObjectError``).
+        """
         condition = {"IfMatch": expected_etag} if expected_etag else {"IfNoneMatch": "*"}
-        self._call(
+        answer = self._call(
             f"writing {self.uri(key)}",
             key,
             self._s3.put_object,
@@ -210,6 +213,7 @@ class S3Store:
             ChecksumAlgorithm="CRC32",
             **condition,
         )
+        return str(answer["ETag"])
 
     def _missing(self, exc: BaseException, what: str, key: str) -> bool:
         error = translate(exc, what, bucket=self.bucket, key=key)

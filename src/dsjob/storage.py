@@ -251,8 +251,8 @@ class OutputStore(Protocol):
 
     def swap_bytes(
         self, key: str, data: bytes, content_type: str, expected_etag: str | None
-    ) -> None:
-        """Replace `key` only if it still has `expected_etag` (None: only if absent)."""
+    ) -> str:
+        """Replace `key` only if it still has `expected_etag` (None: only if absent); new ETag."""
         ...
 
     def get(self, key: str) -> Blob | None:

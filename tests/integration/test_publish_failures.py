@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,11 +45,18 @@ def s3(aws: LocalServe) -> S3Client:
     return boto3.client("s3", endpoint_url=aws.endpoint, region_name="us-east-1")
 
 
-def keys(aws: LocalServe) -> list[str]:
-    """Outputs, manifests and pointers: the status object every CLI run leaves is the runner's."""
+def all_keys(aws: LocalServe) -> list[str]:
     pages = s3(aws).get_paginator("list_objects_v2").paginate(Bucket=OUT)
-    found = (o["Key"] for p in pages for o in p.get("Contents", []))
-    return sorted(k for k in found if "/status/" not in k)
+    return sorted(o["Key"] for p in pages for o in p.get("Contents", []))
+
+
+def keys(aws: LocalServe) -> list[str]:
+    """Outputs, manifests and pointers: not the runner's status objects, not the leases."""
+    return [k for k in all_keys(aws) if "/status/" not in k and "/_leases/" not in k]
+
+
+def leases(aws: LocalServe) -> list[str]:
+    return [k for k in all_keys(aws) if k.startswith("processed/_leases/")]
 
 
 def data_keys(aws: LocalServe, ext: str = ".parquet") -> list[str]:
@@ -171,12 +179,32 @@ def test_failed_manifest_write_rolls_back_and_keeps_old_outputs(
     """If the manifest cannot be written, this run's uploads are removed and old outputs stay."""
     assert run(local_aws, tmp_path, "--run-id", "good").returncode == 0
     before = keys(local_aws)
-    proc = run(
-        local_aws, tmp_path, "--run-id", "broken", fault="fail:PutObject:1", AWS_MAX_ATTEMPTS="1"
+    proc = run(  # PutObject #1 creates the run's lease, #2 the manifest
+        local_aws, tmp_path, "--run-id", "broken", fault="fail:PutObject:2", AWS_MAX_ATTEMPTS="1"
     )
-    assert "failed PutObject #1" in fault_log(tmp_path)
+    assert "failed PutObject #2" in fault_log(tmp_path)
     assert proc.returncode == 5, proc.stderr
+    assert "processed/manifests/broken.json" in proc.stderr
     assert keys(local_aws) == before
+
+
+def test_a_failed_pointer_write_after_the_manifest_keeps_the_committed_outputs(
+    local_aws: LocalServe, tmp_path: Path
+) -> None:
+    """Once the manifest exists nothing is rolled back: exit 5, and the retry moves the pointer."""
+    proc = run(  # PutObject #1 creates the lease, #2 the manifest, #3 the current pointer
+        local_aws, tmp_path, "--run-id", "late", fault="fail:PutObject:3", AWS_MAX_ATTEMPTS="1"
+    )
+    assert "failed PutObject #3" in fault_log(tmp_path)
+    assert proc.returncode == 5, proc.stderr
+    manifest = read_json(local_aws, "processed/manifests/late.json")
+    committed = sorted(o["key"] for o in manifest["outputs"])
+    assert committed == data_keys(local_aws)  # still there: the manifest names them
+    assert "processed/current/members.json" not in keys(local_aws)
+    retry = run(local_aws, tmp_path, "--run-id", "late")
+    assert retry.returncode == 0, retry.stderr
+    assert last_status(retry.stdout)["status"] == "already-published"
+    assert read_json(local_aws, "processed/current/members.json")["outputs"] == committed
 
 
 def test_failed_prune_keeps_everything_and_the_retry_finishes_it(
@@ -204,11 +232,13 @@ def test_failed_prune_keeps_everything_and_the_retry_finishes_it(
 # ---- signals and kills during an upload ------------------------------------------------
 
 
-def _held(aws: LocalServe, tmp_path: Path, *args: str, nth: int = 1) -> subprocess.Popen[str]:
+def _held(
+    aws: LocalServe, tmp_path: Path, *args: str, nth: int = 1, **extra: str
+) -> subprocess.Popen[str]:
     """Start a run whose nth UploadPart blocks; return once it is held."""
     proc = subprocess.Popen(
         [str(DSJOB), "run", *args],
-        env=job_env(aws, tmp_path, f"hold-part:{nth}"),
+        env=job_env(aws, tmp_path, f"hold-part:{nth}", **extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -235,17 +265,18 @@ def test_sigterm_during_an_upload_rolls_back(local_aws: LocalServe, tmp_path: Pa
     assert s3(local_aws).list_multipart_uploads(Bucket=OUT).get("Uploads", []) == []
 
 
-def _killed_mid_upload(aws: LocalServe, tmp_path: Path, run_id: str) -> str:
+def _killed_mid_upload(aws: LocalServe, tmp_path: Path, run_id: str, **extra: str) -> str:
     """Kill -9 a run with both formats after its first output is stored; return the orphan."""
     put_param(aws, "output-format", "both")
     before = set(keys(aws))
-    proc = _held(aws, tmp_path, "--run-id", run_id, nth=2)
+    proc = _held(aws, tmp_path, "--run-id", run_id, nth=2, **extra)
     proc.kill()
     proc.communicate(timeout=30)
     (tmp_path / "fault.log").unlink()
     left = sorted(set(keys(aws)) - before)
     assert len(left) == 1, left  # the completed first output, no manifest
     assert f"processed/manifests/{run_id}.json" not in left
+    assert [k.rsplit("/", 1)[-1].split(".")[0] for k in leases(aws)] == [run_id]  # left behind
     return left[0]
 
 
@@ -266,21 +297,80 @@ def test_kill_9_then_same_run_id_completes_without_duplicates(
     )
 
 
-def test_kill_9_then_a_new_run_id_keeps_the_previous_verified_output(
+LEASE = {"DSJOB_LEASE_SECONDS": "3"}  # heartbeats every 0.75 s; stale 3 s (+1 s) after the last
+
+
+def test_kill_9_then_a_new_run_id_removes_the_orphan_and_keeps_the_previous_output(
     local_aws: LocalServe, tmp_path: Path
 ) -> None:
-    """keep-outputs counts committed runs only: an orphan never displaces the previous output."""
+    """A killed run's lease goes stale: the next run (another id) removes its orphan, lists it."""
     assert run(local_aws, tmp_path, "--run-id", "good", "--output-format", "both").returncode == 0
     good = read_json(local_aws, "processed/manifests/good.json")["outputs"]
     put_param(local_aws, "keep-outputs", "1")
-    orphan = _killed_mid_upload(local_aws, tmp_path, "killed")
-    proc = run(local_aws, tmp_path, "--run-id", "fresh")
+    orphan = _killed_mid_upload(local_aws, tmp_path, "killed", **LEASE)
+    time.sleep(4.5)  # no heartbeat since the kill: the lease is now older than 3 s + 1 s
+    proc = run(local_aws, tmp_path, "--run-id", "fresh", **LEASE)
     assert proc.returncode == 0, proc.stderr
+    assert read_json(local_aws, "processed/manifests/fresh.json")["orphans_removed"] == [orphan]
     remaining = set(keys(local_aws))
-    assert {o["key"] for o in good} <= remaining
-    assert orphan in remaining  # too young to be called dead: its run might still be uploading
+    assert orphan not in remaining
+    assert {o["key"] for o in good} <= remaining  # the previous committed output is intact
+    assert leases(local_aws) == []  # the dead run's lease went with its orphan
     pointer = read_json(local_aws, "processed/current/members.json")
     assert [h["run_id"] for h in pointer["history"]] == ["fresh", "good"]
+
+
+def test_a_live_run_mid_upload_keeps_its_objects_and_commits(
+    local_aws: LocalServe, tmp_path: Path
+) -> None:
+    """A run held mid-upload keeps its lease fresh: another run's commit leaves its object alone."""
+    put_param(local_aws, "output-format", "both")
+    held = _held(local_aws, tmp_path, "--run-id", "slow", nth=2, **LEASE)
+    first = keys(local_aws)
+    assert len(first) == 1  # its first output, stored, not committed
+    time.sleep(4.5)  # longer than the lease time: only the heartbeat keeps it fresh
+    other = run(local_aws, tmp_path, "--run-id", "quick", **LEASE)
+    assert other.returncode == 0, other.stderr
+    assert read_json(local_aws, "processed/manifests/quick.json")["orphans_removed"] == []
+    assert first[0] in keys(local_aws)
+    (tmp_path / "release").touch()
+    out, err = held.communicate(timeout=60)
+    assert held.returncode == 0, err
+    manifest = read_json(local_aws, "processed/manifests/slow.json")
+    assert first[0] in [o["key"] for o in manifest["outputs"]]
+    assert leases(local_aws) == []  # both runs deleted their own
+    assert last_status(out)["status"] == "succeeded"
+
+
+def test_a_run_paused_past_its_lease_loses_it_and_does_not_commit(
+    local_aws: LocalServe, tmp_path: Path
+) -> None:
+    """SIGSTOP past the lease time: another run claims it and removes the upload; no commit."""
+    put_param(local_aws, "output-format", "both")
+    held = _held(local_aws, tmp_path, "--run-id", "paused", nth=2, **LEASE)
+    first = keys(local_aws)
+    held.send_signal(signal.SIGSTOP)  # its heartbeat thread stops with it
+    try:
+        time.sleep(4.5)
+        other = run(local_aws, tmp_path, "--run-id", "claimer", **LEASE)
+    finally:
+        held.send_signal(signal.SIGCONT)
+    assert other.returncode == 0, other.stderr
+    assert read_json(local_aws, "processed/manifests/claimer.json")["orphans_removed"] == first
+    (tmp_path / "release").touch()
+    _, err = held.communicate(timeout=60)
+    assert held.returncode == 5, err
+    assert "cannot commit" in err
+    assert "processed/manifests/paused.json" not in keys(local_aws)
+    pointer = read_json(local_aws, "processed/current/members.json")
+    outputs = [k for k in keys(local_aws) if "/manifests/" not in k and "/current/" not in k]
+    assert (
+        sorted(pointer["outputs"])
+        == outputs
+        == sorted(
+            o["key"] for o in read_json(local_aws, "processed/manifests/claimer.json")["outputs"]
+        )
+    )
 
 
 # ---- concurrency ------------------------------------------------------------------------

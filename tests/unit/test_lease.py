@@ -1,0 +1,84 @@
+"""The lease time setting, and leases and orphans on the local store (same protocol as S3)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+
+from dsjob import lease, orphans
+from dsjob.errors import ConfigError, TransientError
+from dsjob.localstore import LocalStore
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(("raw", "ttl"), [("", 120.0), ("2.5", 2.5), (" 30 ", 30.0)])
+def test_the_lease_time_comes_from_dsjob_lease_seconds(raw: str, ttl: float) -> None:
+    """DSJOB_LEASE_SECONDS sets the lease time; unset or blank means 120 s."""
+    assert lease.ttl_seconds({"DSJOB_LEASE_SECONDS": raw}) == ttl
+    assert lease.ttl_seconds({}) == lease.DEFAULT_TTL_S
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "nan", "inf", "soon"])
+def test_a_bad_lease_time_is_a_config_error_naming_the_variable(raw: str) -> None:
+    """Zero, negative, non-finite or non-numeric lease times exit 2, naming the variable."""
+    with pytest.raises(ConfigError, match="DSJOB_LEASE_SECONDS"):
+        lease.ttl_seconds({"DSJOB_LEASE_SECONDS": raw})
+
+
+def _output(store: LocalStore, key: str, run_id: str) -> None:
+    store.create_bytes(key, b"x", "text/plain")
+    store._meta(key).write_text(json.dumps({"run-id": run_id, "dataset": "members"}))
+
+
+def _age(store: LocalStore, key: str, seconds: float) -> None:
+    path = store.root / key
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_a_stale_lease_is_claimed_and_its_runs_outputs_are_orphans(tmp_path: Path) -> None:
+    """A lease older than its time marks its run dead: claimed, its output listed as an orphan."""
+    store = LocalStore(tmp_path)
+    dead = lease.Lease(store, "p/", "members", "dead", ttl_s=5)
+    dead._etag = dead._write(None)  # a lease its run stopped refreshing
+    _output(store, "p/members_1.csv", "dead")
+    _age(store, dead.key, 10)
+    _age(store, "p/members_1.csv", 10)
+    mine = lease.Lease(store, "p/", "members", "me", ttl_s=5)
+    mine._etag = mine._write(None)
+    found = orphans.find(store, "p/", "me", "members", exclude=set(), ttl_s=5)
+    assert found == orphans.Found(("p/members_1.csv",), (dead.key,))
+    assert json.loads((tmp_path / dead.key).read_text())["state"] == "claimed"
+    dead._sent -= 10  # as long ago as its file says
+    with pytest.raises(TransientError, match="cannot commit"):
+        dead.confirm()  # its run, were it still alive, learns it lost the lease
+
+
+def test_a_fresh_lease_keeps_its_runs_outputs(tmp_path: Path) -> None:
+    """A lease written within its time means a live run: nothing of it is an orphan."""
+    store = LocalStore(tmp_path)
+    live = lease.Lease(store, "p/", "members", "live", ttl_s=5)
+    live._etag = live._write(None)
+    _output(store, "p/members_1.csv", "live")
+    _age(store, live.key, 3)  # younger than 5 s
+    found = orphans.find(store, "p/", "me", "members", exclude=set(), ttl_s=5)
+    assert found == orphans.Found((), ())
+    live.confirm()  # still held
+
+
+def test_without_a_lease_only_age_makes_an_orphan(tmp_path: Path) -> None:
+    """An output whose run left no lease is an orphan only after ORPHAN_AGE."""
+    store = LocalStore(tmp_path)
+    _output(store, "p/young.csv", "old-dsjob")
+    _output(store, "p/old.csv", "older-dsjob")
+    _age(store, "p/old.csv", orphans.ORPHAN_AGE.total_seconds() + 60)
+    found = orphans.find(store, "p/", "me", "members", exclude=set(), ttl_s=5)
+    assert found.orphans == ("p/old.csv",)
