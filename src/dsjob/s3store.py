@@ -29,7 +29,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
 from dsjob.aws import aws_errors, translate
-from dsjob.errors import ConflictError, MissingObjectError, TransientError
+from dsjob.errors import ConfigError, ConflictError, MissingObjectError, TransientError
 from dsjob.storage import MAX_CONCURRENCY, MULTIPART_CHUNKSIZE, Blob, Listed, ObjectInfo, Progress
 
 if TYPE_CHECKING:
@@ -75,6 +75,7 @@ class S3Store:
         self._s3, self.bucket, self._progress = s3, bucket, progress
         self.part_size, self._concurrency = part_size, concurrency
         self._checkpoint = checkpoint
+        self._bucket_seen = False  # an answer that only an existing bucket gives came back
 
     def uri(self, key: str) -> str:
         """s3://bucket/key."""
@@ -84,7 +85,9 @@ class S3Store:
         try:
             return func(**kwargs)
         except aws_errors() as exc:
-            code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+            code = _code(exc)
+            if code == "NoSuchBucket":
+                raise self._no_bucket() from exc
             if code in _CONFLICT_CODES:
                 raise ConflictError(f"{self.uri(key)} was written by another run first") from exc
             if code in _DIGEST_CODES:
@@ -215,11 +218,43 @@ class S3Store:
         )
         return str(answer["ETag"])
 
+    def _no_bucket(self) -> ConfigError:
+        return ConfigError(
+            f"the output bucket {self.bucket} does not exist (s3://{self.bucket}): "
+            "create it, or set output-bucket to a bucket that exists"
+        )
+
     def _missing(self, exc: BaseException, what: str, key: str) -> bool:
+        """True when `key` is absent from a bucket that exists; raises for anything else."""
         error = translate(exc, what, bucket=self.bucket, key=key)
-        if isinstance(error, MissingObjectError) and "bucket does not exist" not in str(error):
-            return True
-        raise error from exc
+        code = _code(exc)
+        if code == "NoSuchBucket" or "bucket does not exist" in str(error):
+            raise self._no_bucket() from exc
+        if not isinstance(error, MissingObjectError):
+            raise error from exc
+        if code == "NoSuchKey":  # an error body naming the key: the bucket is there
+            self._bucket_seen = True
+        else:
+            self._check_bucket()
+        return True
+
+    def _check_bucket(self) -> None:
+        """Ask HeadBucket, once, whether the bucket exists.
+
+        A HEAD of an object answers a bare 404 with no body whether the key or the
+        whole bucket is missing (S3 API Reference, HeadObject); HeadBucket answers
+        404 only for a bucket that does not exist (API Reference, HeadBucket).
+        """
+        if self._bucket_seen:
+            return
+        try:
+            self._s3.head_bucket(Bucket=self.bucket)
+        except aws_errors() as exc:
+            status = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 404:  # noqa: PLR2004 - HeadBucket's "no such bucket"
+                raise self._no_bucket() from exc
+            return  # denied or failing: the object operations that follow say so themselves
+        self._bucket_seen = True
 
     def get(self, key: str) -> Blob | None:
         """GET, or None on 404."""
@@ -261,7 +296,10 @@ class S3Store:
             ):
                 found.extend(Listed(o["Key"], o["LastModified"]) for o in page.get("Contents", []))
         except aws_errors() as exc:
+            if _code(exc) == "NoSuchBucket":
+                raise self._no_bucket() from exc
             raise translate(exc, f"listing {self.uri(prefix)}", bucket=self.bucket) from exc
+        self._bucket_seen = True
         return found
 
     def delete(self, keys: list[str]) -> None:
@@ -299,3 +337,8 @@ class S3Store:
             ContentType=content_type,
             ChecksumAlgorithm="CRC32",
         )
+
+
+def _code(exc: BaseException) -> str:
+    """The S3 error code of a ClientError ("" for other failures)."""
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))

@@ -141,8 +141,10 @@ def test_status_object_failure_never_changes_the_exit_code(local_aws: LocalServe
     proc = dsjob(
         "run", "--run-id", "nobucket", "--output-bucket", "no-such-bucket", env=local_aws.env()
     )
-    # The run fails on publishing (missing bucket); writing its status fails too, only logged.
-    assert proc.returncode in (2, 3), proc.stderr
+    # The run fails before any work (missing bucket); writing its status fails too, only logged.
+    assert proc.returncode == 2, proc.stderr
+    assert "the output bucket no-such-bucket does not exist" in str(last_json(proc.stdout)["error"])
+    assert '"fetched"' not in proc.stderr  # nothing was downloaded
     assert last_json(proc.stdout)["exit_code"] == proc.returncode
     assert "could not write the status object" in proc.stderr
 

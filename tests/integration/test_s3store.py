@@ -15,12 +15,13 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
-from dsjob.errors import ConflictError, DsjobError, MissingObjectError, TransientError
+from dsjob.errors import ConfigError, ConflictError, DsjobError, TransientError
 from dsjob.s3store import S3Store
 from dsjob.storage import MiB, crc32_b64, digest_file
 from tests.integration import s3faults
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from mypy_boto3_s3 import S3Client
@@ -161,21 +162,40 @@ def test_a_failed_upload_is_aborted_even_if_the_abort_fails(
 def test_missing_keys_read_as_none_and_a_missing_bucket_names_itself(
     local_aws: LocalServe,
 ) -> None:
-    """GET and HEAD of an absent key give None; reading an absent bucket is an error naming it.
+    """GET and HEAD of an absent key give None; any call on an absent bucket is a config error.
 
-    HEAD answers 404 with no body for both (S3 API Reference, HeadObject), so only
-    GET and LIST can tell a missing bucket from a missing key.
+    HEAD answers 404 with no body for both (S3 API Reference, HeadObject), so a HEAD
+    404 asks HeadBucket once; GET and LIST name NoSuchBucket themselves.
     """
     s3 = client(local_aws)
     store = S3Store(s3, OUT)
     assert store.get("nope") is None
     assert store.head("nope") is None
     assert store.get_bytes("nope") is None
-    gone = S3Store(s3, "no-such-bucket")
-    with pytest.raises(MissingObjectError, match="s3://no-such-bucket"):
-        gone.get("k")
-    with pytest.raises(MissingObjectError, match="s3://no-such-bucket"):
-        gone.list_objects("p/")
+    calls: list[Callable[[S3Store], object]] = [
+        lambda gone: gone.head("k"),
+        lambda gone: gone.get("k"),
+        lambda gone: gone.list_objects("p/"),
+        lambda gone: gone.create_bytes("k", b"x", "text/plain"),
+    ]
+    for call in calls:
+        with pytest.raises(ConfigError, match="output bucket no-such-bucket does not exist") as err:
+            call(S3Store(s3, "no-such-bucket"))
+        assert err.value.exit_code == 2
+
+
+def test_a_missing_key_costs_at_most_one_head_bucket(local_aws: LocalServe) -> None:
+    """HeadBucket runs once per store, and not at all after a GET or LIST proved the bucket."""
+    s3 = client(local_aws)
+    asked: list[str] = []
+    s3.meta.events.register("before-call.s3.HeadBucket", lambda **_: asked.append("HeadBucket"))
+    store = S3Store(s3, OUT)
+    assert [store.head("a"), store.head("b"), store.head("c")] == [None, None, None]
+    assert asked == ["HeadBucket"]
+    proven = S3Store(s3, OUT)
+    assert proven.get("nope") is None  # NoSuchKey: the bucket exists
+    assert proven.head("a") is None
+    assert asked == ["HeadBucket"]
 
 
 def test_delete_removes_more_than_one_batch_and_nothing_else(local_aws: LocalServe) -> None:
