@@ -2,7 +2,8 @@
 
 The CLI, `dsjob local run`, the Lambda handler and the fan-out phases all start
 a run through `run_from_flags`, so every entry point prints the same summary and
-leaves the same `<prefix>status/<run-id>.json` behind.
+leaves the same `<prefix>status/<run-id>.json` behind (a fan-out task its own
+`<prefix>status/<run-id>/<task>.json`, see `status_key`).
 """
 
 from __future__ import annotations
@@ -30,9 +31,28 @@ _STATUS_ATTEMPTS = 2
 _STATUS_TIMEOUT_S = 5
 
 
-def status_key(prefix: str, run_id: str) -> str:
-    """Where the status object of `run_id` lives under the output prefix."""
-    return f"{prefix}status/{run_id}.json"
+def status_key(prefix: str, run_id: str, task: str = "") -> str:
+    """Where the status object of `run_id` (or of one `task` of its fan-out) lives.
+
+    A single run writes ``status/<run-id>.json``; each fan-out task its own
+    ``status/<run-id>/<task>.json``, so a failing shard's cause is its own.
+    """
+    return f"{prefix}status/{run_id}/{task}.json" if task else f"{prefix}status/{run_id}.json"
+
+
+def task_name(cfg: JobConfig) -> str:
+    """A fan-out task's name in its status key: ``map/<input key>``, ``reduce-<k>``, ``commit``.
+
+    The workflow builds the same key from the same facts (the map item's key, the
+    partition number), so it reads the failing task's object, not another's.
+    """
+    from dsjob.config import S3Location  # noqa: PLC0415
+
+    if cfg.phase == "map":
+        return f"map/{cfg.input.key if isinstance(cfg.input, S3Location) else cfg.input}"
+    if cfg.phase == "reduce":
+        return f"reduce-{cfg.partition}"
+    return "" if cfg.phase == "single" else cfg.phase
 
 
 def success_status(summary: RunSummary) -> dict[str, Any]:
@@ -186,7 +206,7 @@ def would_write(cfg: JobConfig) -> list[str]:
     planned = [*outputs, f"{base}{prefix}manifests/{cfg.run_id}.json"]
     planned.append(f"{base}{prefix}current/{cfg.dataset}.json")
     if isinstance(cfg.output, S3Location):
-        planned.append(f"{base}{status_key(prefix, cfg.run_id)}")
+        planned.append(f"{base}{status_key(prefix, cfg.run_id, task_name(cfg))}")
     return planned
 
 
@@ -219,7 +239,7 @@ def write_status(cfg: JobConfig, clients: Clients | None, status: Mapping[str, A
 
     if not isinstance(cfg.output, S3Location) or clients is None:
         return None
-    key = status_key(cfg.output.key, cfg.run_id)
+    key = status_key(cfg.output.key, cfg.run_id, task_name(cfg))
     uri = f"s3://{cfg.output.bucket}/{key}"
     try:
         _status_client().put_object(

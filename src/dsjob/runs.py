@@ -1,7 +1,8 @@
 """`dsjob runs` and `dsjob outputs`: run records and current outputs under the output prefix.
 
 A published run has `<prefix>manifests/<run-id>.json`; every CLI run on S3 also
-has `<prefix>status/<run-id>.json` (failed runs have only that). The current
+has `<prefix>status/<run-id>.json`, and each task of a fan-out run
+`<prefix>status/<run-id>/<task>.json` (failed runs have only those). The current
 output of a dataset is named by `<prefix>current/<dataset>.json`; before that
 pointer exists, the newest manifest of the dataset stands in for it.
 """
@@ -78,18 +79,46 @@ def _load(store: OutputStore, key: str) -> dict[str, Any] | None:
 
 
 def _records(store: OutputStore, prefix: str) -> Iterator[dict[str, Any]]:
-    """Every manifest, then the status objects of runs that have no manifest (failures)."""
+    """Every manifest, then the status of each run that has no manifest (a failure).
+
+    A single run's status is ``status/<run-id>.json``; a fan-out run has one object
+    per task under ``status/<run-id>/``, merged by ``_merge_tasks``.
+    """
     seen: set[str] = set()
-    for folder in ("manifests/", "status/"):
-        for key in (o.key for o in store.list_objects(prefix + folder)):
-            run_id = key.rsplit("/", 1)[-1].removesuffix(".json")
-            if not key.endswith(".json") or run_id in seen:
-                continue
-            record = _load(store, key)
-            if record is None:
-                continue
+    for key in (o.key for o in store.list_objects(prefix + "manifests/")):
+        run_id = key.rsplit("/", 1)[-1].removesuffix(".json")
+        record = _load(store, key) if key.endswith(".json") else None
+        if record is not None:
             seen.add(run_id)
             yield {"run_id": run_id, "_key": key, **record}
+    tasks: dict[str, dict[str, str]] = {}
+    for key in (o.key for o in store.list_objects(prefix + "status/")):
+        rest = key[len(prefix + "status/") :]
+        run_id, _, task = rest.partition("/")
+        if not key.endswith(".json") or run_id.removesuffix(".json") in seen:
+            continue
+        if task:
+            tasks.setdefault(run_id, {})[task.removesuffix(".json")] = key
+            continue
+        record = _load(store, key)
+        if record is not None:
+            seen.add(run_id.removesuffix(".json"))
+            yield {"run_id": run_id.removesuffix(".json"), "_key": key, **record}
+    for run_id, keys in tasks.items():
+        if run_id not in seen:
+            yield _merge_tasks(store, run_id, keys)
+
+
+def _merge_tasks(store: OutputStore, run_id: str, keys: dict[str, str]) -> dict[str, Any]:
+    """One record of a fan-out run from its tasks' status objects: a failed task speaks for it."""
+    statuses = {task: _load(store, key) or {} for task, key in sorted(keys.items())}
+    failed = [(task, st) for task, st in statuses.items() if st.get("status") == "failed"]
+    task, head = failed[0] if failed else next(reversed(statuses.items()))
+    record: dict[str, Any] = {**head, "run_id": run_id, "_key": keys[task]}
+    if failed:
+        record["error"] = f"{task}: {head.get('error', '')}"
+    record["tasks"] = {t: st.get("status", "?") for t, st in statuses.items()}
+    return record
 
 
 def list_runs(
@@ -150,11 +179,18 @@ def _n(value: int | None) -> str:
 
 
 def show_run(store: OutputStore, prefix: str, run_id: str) -> dict[str, Any]:
-    """The manifest of `run_id`, else its status object; MissingObjectError names both keys."""
+    """The manifest of `run_id`, else its status (object or tasks); else MissingObjectError."""
     for folder in ("manifests/", "status/"):
         record = _load(store, f"{prefix}{folder}{run_id}.json")
         if record is not None:
             return record
+    tasks = {
+        o.key[len(f"{prefix}status/{run_id}/") :].removesuffix(".json"): o.key
+        for o in store.list_objects(f"{prefix}status/{run_id}/")
+        if o.key.endswith(".json")
+    }
+    if tasks:
+        return _merge_tasks(store, run_id, tasks)
     raise MissingObjectError(
         f"{store.uri(f'{prefix}manifests/{run_id}.json')} (and no status object)"
     )
@@ -171,6 +207,9 @@ def format_run(record: dict[str, Any]) -> str:
     ]
     if record.get("error"):
         lines.append(f"error     {record['error']}")
+    lines.extend(
+        f"task      {name}: {state}" for name, state in (record.get("tasks") or {}).items()
+    )
     lines.extend(
         f"{name.replace('_at', ''):<9} {record[name]}"
         for name in ("mode", "started_at", "finished_at")

@@ -324,3 +324,56 @@ def test_dsjob_local_fanout_runs_every_phase_against_the_emulator() -> None:
     assert st["manifest"].endswith(f"/manifests/{st['run_id']}.json")
     assert len(st["outputs"]) == 2
     assert all("/part-0000" in uri for uri in st["outputs"])
+
+
+def test_each_fan_out_task_writes_its_own_status_object(
+    local_aws: LocalServe, tmp_path: Path
+) -> None:
+    """Map, reduce and commit of one run leave distinct status objects; the failed one speaks."""
+    seed_objects(local_aws, tmp_path)
+    env = {"DSJOB_RUN_ID": "fan-9", "DSJOB_PARTITIONS": str(P)}
+    for name in ("a", "b"):
+        key = f"raw/members/2027-01-{name}.csv"
+        proc = dsjob_run(local_aws, DSJOB_PHASE="map", DSJOB_INPUT_KEY=key, **env)
+        assert proc.returncode == 0, proc.stderr
+    reduce = dsjob_run(local_aws, DSJOB_PHASE="reduce", DSJOB_PARTITION="0", **env)
+    assert reduce.returncode == 0, reduce.stderr
+    commit = dsjob_run(local_aws, DSJOB_PHASE="commit", **env)  # partitions 1 and 2 missing
+    assert commit.returncode == 3, commit.stderr
+    assert keys(local_aws, "processed/status/") == [
+        "processed/status/fan-9/commit.json",
+        "processed/status/fan-9/map/raw/members/2027-01-a.csv.json",
+        "processed/status/fan-9/map/raw/members/2027-01-b.csv.json",
+        "processed/status/fan-9/reduce-0.json",
+    ]
+
+    def read(key: str) -> dict[str, Any]:
+        body = s3(local_aws).get_object(Bucket=OUT, Key=f"processed/status/fan-9/{key}")["Body"]
+        parsed: dict[str, Any] = json.loads(body.read())
+        return parsed
+
+    assert read("commit.json") == status(commit)  # the commit's own failure, not a map's line
+    assert read("reduce-0.json") == status(reduce)
+    assert read("map/raw/members/2027-01-a.csv.json")["status"] == "succeeded"
+    shown = subprocess.run(
+        [str(DSJOB), "runs", "show", "fan-9"],
+        env=local_aws.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "status    failed (exit 3)" in shown.stdout
+    assert "error     commit: cannot commit run fan-9: partition 1, 2 of 3" in shown.stdout
+    assert "task      reduce-0: succeeded" in shown.stdout
+    listing = subprocess.run(
+        [str(DSJOB), "runs", "ls"],
+        env=local_aws.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    rows = {line.split()[0]: line.split()[1] for line in listing.stdout.splitlines()[1:]}
+    assert rows == {"fan-9": "failed"}
