@@ -70,12 +70,17 @@ class JobBlock:
         self._compute = compute
         self._output_bucket = output_bucket
 
-    def build(self, prefix: str, environment: Mapping[str, str]) -> sfn.Parallel:
+    def build(
+        self, prefix: str, environment: Mapping[str, str], status_key: str | None = None
+    ) -> sfn.Parallel:
         """The block. ``environment``: variable -> a JSONPath (``$.``...) or a literal value.
 
         Its input carries ``run.id`` and ``run.statusKey``; its output is ``runId``, ``taskArn``.
+        ``status_key`` is the task's own status object key (an intrinsic such as
+        ``States.Format``), default ``$.run.statusKey`` (a single run's).
         """
         scope, p = self._scope, prefix
+        status_key = status_key or sfn.JsonPath.string_at("$.run.statusKey")
         run = self._run_task(p, environment)
         parse = sfn.Pass(
             scope,
@@ -111,7 +116,7 @@ class JobBlock:
         )
         run.next(pick)
         parse.next(pick)
-        pick.next(container).next(self._classify(p))
+        pick.next(container).next(self._classify(p, status_key))
         block = sfn.Parallel(
             scope,
             f"{p}Run job",
@@ -134,7 +139,7 @@ class JobBlock:
     def _fail(self, name: str, error: str, cause: str) -> sfn.Fail:
         return sfn.Fail(self._scope, name, error=error, cause_path=cause)
 
-    def _classify(self, p: str) -> sfn.Choice:
+    def _classify(self, p: str, status_key: str) -> sfn.Choice:
         scope = self._scope
         task_arn = sfn.JsonPath.string_at("$.ecs.task.TaskArn")
         exit_path = "$.picked.container.ExitCode"
@@ -230,7 +235,7 @@ class JobBlock:
                 killed,
             )
             .when(sfn.Condition.number_equals(exit_path, 0), done)
-            .otherwise(self._read_status(p, self._classify_exit(p, exit_path, advice)))
+            .otherwise(self._read_status(p, status_key, self._classify_exit(p, exit_path, advice)))
         )
 
     def _classify_exit(self, p: str, exit_path: str, advice: str) -> sfn.Choice:
@@ -245,9 +250,10 @@ class JobBlock:
             )
         return classify.otherwise(self._fail(f"{p}Other exit", "Dsjob.Failed", "$.status.line"))
 
-    def _read_status(self, p: str, then: sfn.IChainable) -> sfn.IChainable:
-        """The job's status object (``<prefix>status/<run-id>.json``), else its last log line.
+    def _read_status(self, p: str, key: str, then: sfn.IChainable) -> sfn.IChainable:
+        """The task's own status object at `key`, else its last log line.
 
+        `key` is ``<prefix>status/<run-id>.json`` or ``<prefix>status/<run-id>/<task>.json``.
         The last CloudWatch event is a poor cause (after an OOM it is a progress line, and
         lines over 16 KiB are split), so it is only the fallback when the object is absent.
         """
@@ -261,7 +267,7 @@ class JobBlock:
             iam_resources=[self._output_bucket.arn_for_objects("*status/*")],
             parameters={
                 "Bucket": self._output_bucket.bucket_name,
-                "Key": sfn.JsonPath.string_at("$.run.statusKey"),
+                "Key": key,
             },
             # The aws-sdk integration returns a text Body as a string.
             result_selector={"line": sfn.JsonPath.string_at("$.Body")},

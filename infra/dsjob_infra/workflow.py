@@ -185,13 +185,14 @@ class JobWorkflow(Construct):
 
         run_id = sfn.JsonPath.string_at("$.run.id")
 
-        def status(name: str, key: str) -> sfn.Pass:
+        def status(name: str, key: str, tasks: str) -> sfn.Pass:
             return sfn.Pass(
                 self,
                 name,
                 parameters={
                     "id": run_id,
                     "statusKey": key,
+                    "taskStatusPrefix": tasks,
                     "partitions": sfn.JsonPath.format(
                         "{}", sfn.JsonPath.string_at("$.job.partitions")
                     ),
@@ -200,15 +201,18 @@ class JobWorkflow(Construct):
             )
 
         # The synth-time prefix is the SSM output-prefix parameter this stack writes.
+        # A single run's status object, and the folder of a fan-out's per-task ones
+        # (dsjob's runner.status_key: <prefix>status/<run-id>/<task>.json).
         default_prefix = status(
             "Status key (parameter prefix)",
             sfn.JsonPath.format(f"{self._settings.output_prefix}status/{{}}.json", run_id),
+            sfn.JsonPath.format(f"{self._settings.output_prefix}status/{{}}/", run_id),
         )
+        given = sfn.JsonPath.string_at("$.job.outputPrefix")
         given_prefix = status(
             "Status key (input prefix)",
-            sfn.JsonPath.format(
-                "{}status/{}.json", sfn.JsonPath.string_at("$.job.outputPrefix"), run_id
-            ),
+            sfn.JsonPath.format("{}status/{}.json", given, run_id),
+            sfn.JsonPath.format("{}status/{}/", given, run_id),
         )
         default_prefix.next(then)
         given_prefix.next(then)
@@ -304,12 +308,15 @@ class JobWorkflow(Construct):
                 self._environment(
                     "reduce", DSJOB_PARTITION="$.partition", DSJOB_PARTITIONS="$.run.partitions"
                 ),
+                self._task_status("reduce-{}.json", "$.partition"),
             )
         )
         # An inline Map fails with the failing iteration's own error and cause.
         reduce.add_catch(self.failed, result_path="$.error")
         commit = self._blocks.build(
-            "Commit ", self._environment("commit", DSJOB_PARTITIONS="$.run.partitions")
+            "Commit ",
+            self._environment("commit", DSJOB_PARTITIONS="$.run.partitions"),
+            self._task_status("commit.json"),
         )
         commit.add_catch(self.failed, result_path="$.error")
         map_objects.next(partitions).next(reduce).next(commit).next(succeeded)
@@ -354,11 +361,20 @@ class JobWorkflow(Construct):
                 self._blocks.build(
                     "Map ",
                     self._environment("map", "$.key", DSJOB_PARTITIONS="$.run.partitions"),
+                    self._task_status("map/{}.json", "$.key"),
                 )
             )
         )
         map_objects.add_catch(self._failed_shard(), result_path="$.error")
         return map_objects
+
+    @staticmethod
+    def _task_status(name: str, *paths: str) -> str:
+        """A fan-out task's status key: ``$.run.taskStatusPrefix`` + `name` filled from `paths`."""
+        values = [sfn.JsonPath.string_at(path) for path in paths]
+        return sfn.JsonPath.format(
+            "{}" + name, sfn.JsonPath.string_at("$.run.taskStatusPrefix"), *values
+        )
 
     def _failed_shard(self) -> sfn.IChainable:
         """The first failed child execution's error and cause, else the map's own error."""
