@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 
+from dsjob.runner import status_key
 from tests.support import credentials
 from tests.support.paths import REPO
 from tests.support.ports import free_port
@@ -166,12 +167,11 @@ class Emulated:
             next(v for k, v in self.refs.items() if k.startswith(f"Buckets{purpose.title()}"))
         )
 
-    def write_status(self, run_id: str, status: dict[str, Any]) -> str:
-        """Put the status object the CLI writes at the end of a run; returns its JSON text."""
+    def write_status(self, run_id: str, status: dict[str, Any], task: str = "") -> str:
+        """Put the status object the CLI writes at the end of a run (or task); its JSON text."""
         body = json.dumps(status)
-        self.s3.put_object(
-            Bucket=self.bucket("output"), Key=f"processed/status/{run_id}.json", Body=body
-        )
+        key = status_key("processed/", run_id, task)
+        self.s3.put_object(Bucket=self.bucket("output"), Key=key, Body=body)
         return body
 
     def tasks(self, run_id_prefix: str) -> list[dict[str, str]]:

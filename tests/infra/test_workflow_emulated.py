@@ -287,7 +287,9 @@ def test_empty_input_prefix_fails_with_a_clear_cause(emulated):
 def test_a_failing_reduce_shard_fails_the_run_with_its_own_error(emulated):
     """Partition 1 exits 3: the execution fails Dsjob.Input with that shard's status; no commit."""
     _put(emulated, {"red/a.csv": b"id\n1\n"})
-    body = emulated.write_status("fan-red", {"status": "failed", "exit_code": 3, "error": "bad"})
+    failed = {"status": "failed", "exit_code": 3, "error": "bad"}
+    emulated.write_status("fan-red", {"status": "failed", "exit_code": 3, "error": "a map's"})
+    body = emulated.write_status("fan-red", failed, "reduce-1")  # the shard's own object
     emulated.script("fan-red/reduce/1", {"exit_code": 3})
     result = emulated.run("fan-red", {"inputPrefix": "red/", "partitions": 2})
     assert (result["status"], result["error"], result["cause"]) == ("FAILED", "Dsjob.Input", body)
