@@ -136,6 +136,18 @@ class Clients:
         client: STSClient = self._client("sts")
         return client
 
+    def s3_with(self, config: Any) -> S3Client:  # noqa: ANN401 - a botocore Config
+        """Another S3 client with its own `config`, on the same session (not cached).
+
+        A client from a new session reloads botocore's service models (hundreds of
+        milliseconds); one from this session reuses them.
+        """
+        self._client("s3")  # creates the session, checks the region
+        client: S3Client = self._session.client(
+            "s3", region_name=self.region or region_name(os.environ), config=config
+        )
+        return client
+
 
 def check_region(session: Any, region: str) -> None:  # noqa: ANN401 - a boto3 Session
     """Refuse a region that no AWS partition has, naming the nearest real one.
