@@ -118,23 +118,29 @@ def finish(
     keep_outputs: int,
     *,
     found: orphans.Found | None = None,
+    release: Sequence[str] = (),
 ) -> PublishResult:
-    """After the manifest: move the current pointer, then delete what fell out of it."""
+    """After the manifest: move the current pointer, then delete what fell out of it.
+
+    One DeleteObjects takes the pruned outputs, the orphans, the dead runs' leases and
+    `release` (this run's own lease).
+    """
     run_id, dataset = str(manifest["run_id"]), str(manifest["dataset"])
     found = found or orphans.Found((), ())
     outputs = tuple(Published.from_manifest(o) for o in manifest.get("outputs", []))
-    doomed = history.record(store, prefix, manifest, keep_outputs)
+    doomed, written = history.record(store, prefix, manifest, keep_outputs, last=found.pointer)
     if stop.skip("the prune of older outputs"):  # committed: report success, prune next time
         return PublishResult(outputs, store.uri(manifest_key(prefix, run_id)), ())
-    if found.orphans or found.leases:
-        store.delete([*found.orphans, *found.leases])
-        LOGGER.info("removed orphans of dead runs", extra={"deleted": list(found.orphans)})
     pruned = history.still_owned(store, doomed)
+    gone = [*found.orphans, *found.leases, *pruned, *release]
+    if gone:
+        store.delete(gone)
+    if found.orphans:
+        LOGGER.info("removed orphans of dead runs", extra={"deleted": list(found.orphans)})
     if pruned:
-        store.delete(pruned)
         LOGGER.info("pruned old outputs", extra={"deleted": pruned, "dataset": dataset})
     if doomed:
-        history.clear_pending(store, prefix, dataset, [d["key"] for d in doomed])
+        history.clear_pending(store, prefix, dataset, [d["key"] for d in doomed], written)
     return PublishResult(
         outputs, store.uri(manifest_key(prefix, run_id)), tuple(pruned), found.orphans
     )

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from dsjob.errors import ConflictError, DsjobError, MalformedInputError
+from dsjob.storage import Blob
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -79,12 +81,27 @@ def read_manifest(store: OutputStore, key: str) -> dict[str, Any] | None:
     return None if blob is None else parse(store, key, blob.data, "run manifest")
 
 
+@dataclass(frozen=True)
+class Pointer:
+    """The current pointer as this run last read or wrote it (``blob`` None: absent)."""
+
+    blob: Blob | None
+
+
 def record(
-    store: OutputStore, prefix: str, manifest: Mapping[str, Any], keep_outputs: int
-) -> list[dict[str, str]]:
+    store: OutputStore,
+    prefix: str,
+    manifest: Mapping[str, Any],
+    keep_outputs: int,
+    *,
+    last: Pointer | None = None,
+) -> tuple[list[dict[str, str]], Pointer]:
     """Add a committed run to its dataset's pointer; return what fell out ({key, run_id}).
 
-    A run already in the history changes nothing (a re-run of a run id).
+    `last` (the pointer as read a moment ago) saves the first read; if it is stale
+    the compare-and-swap fails and the pointer is read again. Also returns the
+    pointer as written, for ``clear_pending``. A run already in the history
+    changes nothing (a re-run of a run id).
     """
     dataset, run_id = str(manifest["dataset"]), str(manifest["run_id"])
     key = pointer_key(prefix, dataset)
@@ -95,12 +112,13 @@ def record(
         "outputs": [o["key"] for o in manifest.get("outputs", [])],
     }
     for _ in range(MAX_SWAPS):
-        blob = store.get(key)
+        blob = last.blob if last is not None else store.get(key)
+        last = None
         pointer = parse(store, key, blob.data, "pointer") if blob else {}
         runs: list[dict[str, Any]] = list(pointer.get("history", []))
         pending = [p for p in pointer.get("pending_delete", []) if isinstance(p, dict)]
         if any(r.get("run_id") == run_id for r in runs):
-            return pending  # a re-run: finish a prune that failed
+            return pending, Pointer(blob)  # a re-run: finish a prune that failed
         runs = sorted([*runs, entry], key=lambda r: str(r.get("committed_at", "")), reverse=True)
         kept, dropped = runs[: keep_outputs + 1], runs[keep_outputs + 1 :]
         newest = kept[0]
@@ -121,19 +139,25 @@ def record(
         }
         data = json.dumps(body, indent=2).encode()
         try:
-            store.swap_bytes(key, data, "application/json", blob.etag if blob else None)
+            etag = store.swap_bytes(key, data, "application/json", blob.etag if blob else None)
         except ConflictError:
             continue  # another run moved the pointer: read it again
         if newest["run_id"] != run_id:
             LOGGER.info("a newer run is current", extra={"current": newest["run_id"]})
-        return doomed
+        return doomed, Pointer(Blob(data, etag))
     raise ConflictError(f"{store.uri(key)} kept changing; gave up after {MAX_SWAPS} tries")
 
 
-def clear_pending(store: OutputStore, prefix: str, dataset: str, deleted: list[str]) -> None:
-    """Drop deleted keys from the pointer's pending list (best effort: one try)."""
+def clear_pending(
+    store: OutputStore, prefix: str, dataset: str, deleted: list[str], last: Pointer | None = None
+) -> None:
+    """Drop deleted keys from the pointer's pending list (best effort: one try).
+
+    `last` is the pointer as this run wrote it; if another run moved it since, the
+    swap fails and the next commit re-deletes (a missing key is no error).
+    """
     key = pointer_key(prefix, dataset)
-    blob = store.get(key)
+    blob = last.blob if last is not None else store.get(key)
     if blob is None:
         return
     pointer = parse(store, key, blob.data, "pointer")

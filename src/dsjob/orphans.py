@@ -43,6 +43,7 @@ class Found:
 
     orphans: tuple[str, ...]
     leases: tuple[str, ...]
+    pointer: history.Pointer | None = None  # as read here, for history.record
 
 
 class _Verdicts:
@@ -120,12 +121,13 @@ class _Verdicts:
         return True
 
 
-def _kept(store: OutputStore, prefix: str, dataset: str) -> set[str]:
-    """Every output the pointer's history keeps."""
+def _kept(store: OutputStore, prefix: str, dataset: str) -> tuple[set[str], history.Pointer]:
+    """Every output the pointer's history keeps, and the pointer as read."""
     key = history.pointer_key(prefix, dataset)
     blob = store.get(key)
     pointer = history.parse(store, key, blob.data, "pointer") if blob else {}
-    return {k for entry in pointer.get("history", []) for k in entry.get("outputs", [])}
+    kept = {k for entry in pointer.get("history", []) for k in entry.get("outputs", [])}
+    return kept, history.Pointer(blob)
 
 
 def find(
@@ -143,10 +145,10 @@ def find(
     stored after its run wrote its lease, so that lease (or its deletion, which
     follows the run's manifest) is visible to the reads that follow.
     """
-    kept = _kept(store, prefix, dataset)
+    kept, read = _kept(store, prefix, dataset)
     listing = store.list_objects(prefix)
     if not listing:
-        return Found((), ())
+        return Found((), (), read)
     leases: dict[str, list[Listed]] = {}
     for item in (i for i in listing if i.key.startswith(lease.folder(prefix, dataset))):
         leases.setdefault(lease.owner_of(item.key), []).append(item)
@@ -174,4 +176,4 @@ def find(
             orphans.append(item.key)
     for owner in leases:  # stale leases of runs that left no object behind go too
         verdicts.of(owner)
-    return Found(tuple(orphans), tuple(verdicts.claimed))
+    return Found(tuple(orphans), tuple(verdicts.claimed), read)

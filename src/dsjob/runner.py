@@ -242,7 +242,7 @@ def write_status(cfg: JobConfig, clients: Clients | None, status: Mapping[str, A
     key = status_key(cfg.output.key, cfg.run_id, task_name(cfg))
     uri = f"s3://{cfg.output.bucket}/{key}"
     try:
-        _status_client().put_object(
+        _status_client(clients).put_object(
             Bucket=cfg.output.bucket,
             Key=key,
             Body=json.dumps(dict(status)).encode(),
@@ -255,21 +255,17 @@ def write_status(cfg: JobConfig, clients: Clients | None, status: Mapping[str, A
     return uri
 
 
-def _status_client() -> Any:  # noqa: ANN401 - a boto3 client is dynamically typed
+def _status_client(clients: Clients) -> Any:  # noqa: ANN401 - a boto3 client is dynamically typed
     """An S3 client with short timeouts and two attempts, so a dead endpoint costs seconds."""
-    import boto3  # noqa: PLC0415
     from botocore.config import Config  # noqa: PLC0415
 
-    from dsjob.aws import DEFAULT_REGION  # noqa: PLC0415
-
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
     # Botocore retry config: https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html
     config = Config(
         retries={"mode": "standard", "total_max_attempts": _STATUS_ATTEMPTS},
         connect_timeout=_STATUS_TIMEOUT_S,
         read_timeout=_STATUS_TIMEOUT_S,
     )
-    return boto3.session.Session().client("s3", region_name=region, config=config)
+    return clients.s3_with(config)
 
 
 def _warn_unlocked_imports(cfg: JobConfig) -> None:

@@ -55,7 +55,7 @@ def test_a_stale_lease_is_claimed_and_its_runs_outputs_are_orphans(tmp_path: Pat
     mine = lease.Lease(store, "p/", "members", "me", ttl_s=5)
     mine._etag = mine._write(None)
     found = orphans.find(store, "p/", "me", "members", exclude=set(), ttl_s=5)
-    assert found == orphans.Found(("p/members_1.csv",), (dead.key,))
+    assert (found.orphans, found.leases) == (("p/members_1.csv",), (dead.key,))
     assert json.loads((tmp_path / dead.key).read_text())["state"] == "claimed"
     dead._sent -= 10  # as long ago as its file says
     with pytest.raises(TransientError, match="cannot commit"):
@@ -70,7 +70,7 @@ def test_a_fresh_lease_keeps_its_runs_outputs(tmp_path: Path) -> None:
     _output(store, "p/members_1.csv", "live")
     _age(store, live.key, 3)  # younger than 5 s
     found = orphans.find(store, "p/", "me", "members", exclude=set(), ttl_s=5)
-    assert found == orphans.Found((), ())
+    assert (found.orphans, found.leases) == ((), ())
     live.confirm()  # still held
 
 
