@@ -10,11 +10,15 @@ import urllib.request
 from tests.support.credentials import FAKE_ENV
 from tests.support.paths import DSJOB
 
+# A running emulator's endpoint to attach to instead of starting one (`make mutation`
+# runs one for all the mutants of a module, one mutant at a time).
+SHARED_ENV = "MUTATION_SHARED_EMULATOR"
+
 
 class LocalServe:
     """A `dsjob local serve` subprocess: the embedded AWS, seeded, on a free port."""
 
-    def __init__(self, proc: subprocess.Popen[str], endpoint: str) -> None:
+    def __init__(self, proc: subprocess.Popen[str] | None, endpoint: str) -> None:
         self.proc = proc
         self.endpoint = endpoint
 
@@ -34,7 +38,9 @@ class LocalServe:
                 raise RuntimeError(msg)
 
     def stop(self) -> None:
-        """Stop the server (SIGTERM, then kill)."""
+        """Stop the server (SIGTERM, then kill); a shared one is left running."""
+        if self.proc is None:
+            return
         self.proc.terminate()
         try:
             self.proc.wait(10)
@@ -46,7 +52,10 @@ class LocalServe:
 
 
 def start_local_serve(*args: str) -> LocalServe:
-    """Start `dsjob local serve` and wait for its export line."""
+    """Start `dsjob local serve` and wait for its export line (or attach to a shared one)."""
+    shared = os.environ.get(SHARED_ENV)
+    if shared and not args:
+        return LocalServe(None, shared)
     proc = subprocess.Popen(
         [str(DSJOB), "local", "serve", "--log-format", "json", *args],
         stdout=subprocess.PIPE,
