@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from tests.support.emulator import SHARED_ENV, start_local_serve  # noqa: E402
+
 REPORT = REPO / "bench" / "mutation.md"
 
 # module -> the fast tests that state its contract
@@ -36,7 +39,20 @@ MODULES: dict[str, list[str]] = {
     ],
     # The rest of the publish contract: what is committed, kept and deleted.
     "history": ["tests/unit/test_publish.py", "tests/unit/test_publish_contract.py"],
-    # Against a moto server: each mutant starts one, so this module takes the longest.
+    "commit": [
+        "tests/unit/test_publish.py",
+        "tests/unit/test_publish_contract.py",
+        "tests/unit/test_stop.py",
+        "tests/unit/test_lease.py",
+    ],
+    "verify": ["tests/unit/test_publish.py", "tests/unit/test_publish_contract.py"],
+    "orphans": [
+        "tests/unit/test_lease.py",
+        "tests/unit/test_publish.py",
+        "tests/unit/test_publish_contract.py",
+    ],
+    "lease": ["tests/unit/test_lease.py", "tests/unit/test_publish.py", "tests/unit/test_stop.py"],
+    # Against one moto server that every mutant shares, so one mutant at a time.
     "s3store": ["tests/integration/test_s3store.py"],
     "config": ["tests/unit/test_config.py", "tests/unit/test_preflight.py"],
     "cli": ["tests/unit/test_exit_codes.py"],
@@ -46,6 +62,8 @@ MODULES: dict[str, list[str]] = {
 # stay out; tests/unit/test_custom.py and the integration tests cover them.
 PYTEST_ARGS: dict[str, list[str]] = {"custom": ["-k", "not grandchild"]}
 KEEP = REPO / ".cache" / "mutation"
+# Modules whose tests need the moto server: one `dsjob local serve` for all their mutants.
+SHARED_EMULATOR = frozenset({"s3store"})
 # Only these functions of a module count (the CLI's exit-code edge, not its help text).
 FOCUS: dict[str, tuple[str, ...]] = {"cli": ("x_main__", "x__fail__", "x__status__")}
 # Survivors known to be equivalent: (module, a substring of the mutated line) -> reason.
@@ -126,15 +144,22 @@ def _run_mutmut(module: str, tests: list[str]) -> float:
     ]
     cfg.write_text("\n".join(lines))
     started = time.monotonic()
+    children, env, server = str(os.cpu_count() or 1), dict(os.environ), None
+    if module in SHARED_EMULATOR:
+        server = start_local_serve()
+        children, env[SHARED_ENV] = "1", server.endpoint  # each test resets the server
     try:
         subprocess.run(
-            [sys.executable, "-m", "mutmut", "run", "--max-children", str(os.cpu_count() or 1)],
+            [sys.executable, "-m", "mutmut", "run", "--max-children", children],
             cwd=REPO,
+            env=env,
             check=False,
             stdout=subprocess.DEVNULL,
         )
     finally:
         cfg.unlink()
+        if server is not None:
+            server.stop()
     # Kept (outside git) so the report can be rebuilt with --report-only.
     shutil.rmtree(KEEP / module, ignore_errors=True)
     KEEP.mkdir(parents=True, exist_ok=True)
