@@ -63,13 +63,17 @@ class LambdaJobBlock:
         self._settings = settings
         self._function = function
 
-    def build(self, prefix: str, environment: Mapping[str, str]) -> sfn.Parallel:
+    def build(
+        self, prefix: str, environment: Mapping[str, str], status_key: str | None = None
+    ) -> sfn.Parallel:
         """The block. ``environment``: variable -> a JSONPath (``$.``...) or a literal value.
 
         The variables become the event's fields (``DSJOB_RUN_ID`` -> ``run-id``), which the
         handler takes as ``dsjob run`` flags; "" means not set, as for the container.
-        Its output is ``runId`` and ``status`` (the run's JSON status).
+        Its output is ``runId`` and ``status`` (the run's JSON status). ``status_key`` (the
+        container block's status object) is not read: the handler answers with the status.
         """
+        del status_key
         scope, p, settings = self._scope, prefix, self._settings
         event = {
             event_field(name): sfn.JsonPath.string_at(value) if value.startswith("$") else value
