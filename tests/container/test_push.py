@@ -169,4 +169,13 @@ def test_push_resolves_ecr_from_the_account_and_region(local_aws: LocalServe) ->
     host = f"{account}.dkr.ecr.us-east-1.amazonaws.com"
     assert proc.stdout.strip() == f"{host}/ds-preprocessing:prod"
     assert f"login --username AWS --password-stdin {host}" in proc.stderr
-    assert f"push {host}/ds-preprocessing:prod" in proc.stderr
+    pushes = [line for line in proc.stderr.splitlines() if " push " in line]
+    assert pushes, proc.stderr
+    assert pushes[-1].endswith(f" {host}/ds-preprocessing:prod"), pushes
+    # zstd layers by default (podman); PUSH_COMPRESSION=gzip turns it back.
+    assert "--compression-format zstd" in pushes[-1], pushes
+    gzip = subprocess.run(
+        cmd, capture_output=True, text=True, env={**env, "PUSH_COMPRESSION": "gzip"}, check=False
+    )
+    assert gzip.returncode == 0, gzip.stderr
+    assert "--compression-format gzip" in gzip.stderr
