@@ -88,7 +88,8 @@ class Lease:
         self, store: OutputStore, prefix: str, dataset: str, run_id: str, *, ttl_s: float
     ) -> None:
         """Args: store, prefix: where outputs go; dataset, run_id: whose; ttl_s: lease time."""
-        self.key = f"{folder(prefix, dataset)}{run_id}.{secrets.token_hex(4)}.json"
+        self.token = secrets.token_hex(4)  # this attempt's, also in its outputs' metadata
+        self.key = f"{folder(prefix, dataset)}{run_id}.{self.token}.json"
         self._store, self._dataset, self._run_id, self.ttl_s = store, dataset, run_id, ttl_s
         self._etag: str | None = None
         self._sent = 0.0  # when the last write that succeeded was sent (monotonic)

@@ -88,7 +88,8 @@ def upload_outputs(
         files: local files and their names relative to the output dir.
         prefix: the output prefix ("processed/").
         stamp: ``YYYYMMDD_HHMMSS`` of the run's start.
-        metadata: object metadata common to every output (includes run-id).
+        metadata: object metadata common to every output (includes run-id, and the
+            attempt's token as ``attempt``: what marks an object as this attempt's).
         records: record count per relative name, when known.
         uploaded: every key this run created is appended here (for a rollback).
         checkpoint: called before each upload with what comes next (raises when the
@@ -108,18 +109,42 @@ def upload_outputs(
             if len(digests.part_crc32s) > 1 and store.head(key) is not None:
                 continue
             try:
-                uploaded.append(key)
                 done.append(
                     upload_verified(
                         store, path, key, metadata, records=records.get(rel), digests=digests
                     )
                 )
-                break
             except ConflictError:
-                uploaded.remove(key)  # another run's object: never ours to roll back
+                continue  # another run's object: never ours to roll back
+            except BaseException:
+                # The create may have failed before, at or after S3 stored the object, and
+                # the name may be another run's (two runs of one second share a stamp): only
+                # an object that carries this attempt's token is ours to roll back.
+                if _ours(store, key, metadata):
+                    uploaded.append(key)
+                raise
+            uploaded.append(key)
+            break
         else:
             raise ConflictError(f"no free name for {rel} after {MAX_NAME_TRIES} tries")
     return done
+
+
+def _ours(store: OutputStore, key: str, metadata: Mapping[str, str]) -> bool:
+    """Whether `key` holds this attempt's object (its ``attempt`` metadata), asked after a failure.
+
+    An answer that cannot be had counts as "not ours": the object is then left for the
+    next successful run's orphan removal (``orphans.py``), never deleted blind.
+    """
+    token = metadata.get("attempt")
+    if not token:
+        return False
+    try:
+        info = store.head(key)
+    except DsjobError:
+        LOGGER.warning("could not tell whether a failed upload was stored", extra={"key": key})
+        return False
+    return info is not None and info.metadata.get("attempt") == token
 
 
 def rollback(store: OutputStore, keys: list[str]) -> bool:
@@ -172,8 +197,8 @@ def publish(
             "earlier outputs kept"
         )
     uploaded: list[str] = []
-    meta = {**metadata, "run-id": run_id, "dataset": dataset}
     held = lease.Lease(store, prefix, dataset, run_id, ttl_s=lease.ttl_seconds())
+    meta = {**metadata, "run-id": run_id, "dataset": dataset, "attempt": held.token}
     held.start()
     try:
         done = upload_outputs(

@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
+from botocore.awsrequest import AWSResponse, HTTPHeaders
 
-from dsjob.publish import upload_verified
+from dsjob.errors import TransientError
+from dsjob.publish import publish, upload_verified
 from dsjob.s3store import S3Store
 from dsjob.storage import MiB, crc32_b64
 from tests.conftest import DSJOB, REPO, LocalServe
@@ -171,6 +173,66 @@ def test_second_upload_failing_with_both_formats_publishes_nothing(
     assert "failed CompleteMultipartUpload #2" in fault_log(tmp_path)
     assert proc.returncode == 5, proc.stderr
     assert keys(local_aws) == before
+
+
+def _publish_one(client: S3Client, tmp_path: Path, stamp: str) -> None:
+    out = tmp_path / "output"
+    out.mkdir(exist_ok=True)
+    (out / "members.csv").write_text("id\n1\n")
+    publish(
+        S3Store(client, OUT),
+        out,
+        prefix="processed/",
+        stamp=stamp,
+        run_id="second",
+        dataset="members",
+        metadata={},
+        records={"members.csv": 1},
+        keep_outputs=0,
+        manifest={"run_id": "second"},
+    )
+
+
+def _answer_500(**_: Any) -> AWSResponse:
+    body = b"<Error><Code>InternalError</Code><Message>injected</Message></Error>"
+    return AWSResponse("http://x", 500, HTTPHeaders(), s3faults._Raw(body))
+
+
+def test_a_failed_create_on_a_name_another_run_holds_leaves_that_object(
+    local_aws: LocalServe, tmp_path: Path
+) -> None:
+    """Two runs of one second share a stamp: a Complete failing on the taken name deletes nothing.
+
+    The failed CompleteMultipartUpload never reached the store (botocore's before-send
+    answered 500 for it), so the object under the name is the other run's. The
+    rollback asks the store whose object it is (``attempt`` metadata) before deleting.
+    """
+    client = s3(local_aws)
+    taken = "processed/members_20260115_090000.csv"
+    client.put_object(Bucket=OUT, Key=taken, Body=b"id\n7\n", Metadata={"run-id": "first"})
+    client.meta.events.register("before-send.s3.CompleteMultipartUpload", _answer_500)
+    with pytest.raises(TransientError):
+        _publish_one(client, tmp_path, "20260115_090000")
+    kept = client.get_object(Bucket=OUT, Key=taken)
+    assert kept["Body"].read() == b"id\n7\n"
+    assert kept["Metadata"] == {"run-id": "first"}
+    assert keys(local_aws) == [taken]
+
+
+def test_a_create_whose_answer_is_lost_is_still_rolled_back(
+    local_aws: LocalServe, tmp_path: Path
+) -> None:
+    """S3 stored the object but its answer did not arrive: the object is this attempt's, removed."""
+    client = s3(local_aws)
+
+    def lose_answer(**_: Any) -> None:  # after S3 completed the upload
+        raise ConnectionResetError("injected: the CompleteMultipartUpload answer was lost")
+
+    client.meta.events.register("after-call.s3.CompleteMultipartUpload", lose_answer)
+    with pytest.raises(TransientError, match="answer was lost"):
+        _publish_one(client, tmp_path, "20260115_090000")
+    assert keys(local_aws) == []
+    assert leases(local_aws) == []
 
 
 def test_failed_manifest_write_rolls_back_and_keeps_old_outputs(
