@@ -75,7 +75,11 @@ def test_outputs_carry_run_dataset_checksum_and_count_metadata(tmp_path: Path) -
     store = LocalStore(tmp_path / "dest")
     out = output_dir(tmp_path, {"a.csv": "id\n1\n2\n"})
     key = run(store, out, T1, "r1", rows=2).objects[0].key
-    assert meta(tmp_path / "dest", key) == {
+    got = meta(tmp_path / "dest", key)
+    leases = list((tmp_path / "dest").rglob("_leases/members/r1.*.json"))
+    assert leases == []  # released; the attempt token is 8 hex digits
+    assert len(got.pop("attempt")) == 8
+    assert got == {
         "generated-at": "t",
         "run-id": "r1",
         "dataset": "members",
