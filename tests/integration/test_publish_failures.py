@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
-from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 from dsjob.errors import TransientError
 from dsjob.publish import publish, upload_verified
@@ -193,11 +192,6 @@ def _publish_one(client: S3Client, tmp_path: Path, stamp: str) -> None:
     )
 
 
-def _answer_500(**_: Any) -> Any:  # botocore types its hooks as returning None
-    body = b"<Error><Code>InternalError</Code><Message>injected</Message></Error>"
-    return AWSResponse("http://x", 500, HTTPHeaders(), s3faults._Raw(body))
-
-
 def test_a_failed_create_on_a_name_another_run_holds_leaves_that_object(
     local_aws: LocalServe, tmp_path: Path
 ) -> None:
@@ -210,7 +204,8 @@ def test_a_failed_create_on_a_name_another_run_holds_leaves_that_object(
     client = s3(local_aws)
     taken = "processed/members_20260115_090000.csv"
     client.put_object(Bucket=OUT, Key=taken, Body=b"id\n7\n", Metadata={"run-id": "first"})
-    client.meta.events.register("before-send.s3.CompleteMultipartUpload", _answer_500)
+    fail_every = s3faults._fail("CompleteMultipartUpload", 1)  # a 500 for each Complete
+    client.meta.events.register("before-send.s3.CompleteMultipartUpload", fail_every)
     with pytest.raises(TransientError):
         _publish_one(client, tmp_path, "20260115_090000")
     kept = client.get_object(Bucket=OUT, Key=taken)
