@@ -247,9 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
     try:
         result = cli.main(args=argv, prog_name="dsjob", standalone_mode=False)
     except click.UsageError as exc:
-        if exc.ctx is not None:  # "Usage: ..." and the try-help hint, as click prints them
-            click.echo(exc.ctx.get_usage(), err=True)
-        _status(ConfigError(exc.format_message()))
+        # "Usage: ..." as click prints it, beside the error
+        _status(ConfigError(exc.format_message()), usage=exc.ctx.get_usage() if exc.ctx else "")
         return int(ExitCode.CONFIG)
     except click.ClickException as exc:
         return _fail(DsjobError(exc.format_message()))
@@ -259,8 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
         return _fail(exc)
     except KeyboardInterrupt:
         return _fail(InterruptedRunError("interrupted; stopped without publishing"))
-    except Exception as exc:
-        LOGGER.exception("internal error")
+    except Exception as exc:  # noqa: BLE001 - a bug: reported with its traceback, exit 1
         return _fail(exc)
     return result if isinstance(result, int) else 0
 
@@ -277,10 +275,28 @@ def _fail(exc: BaseException) -> int:
     return code
 
 
-def _status(exc: BaseException) -> dict[str, Any]:
+def _status(exc: BaseException, *, usage: str = "") -> dict[str, Any]:
+    """Report a failure on stderr in the log's format, then the JSON status on stdout (last).
+
+    With JSON logs (CloudWatch) the report is one error record carrying the exit code
+    (and the traceback of a bug), so every stderr line parses; on a terminal it is
+    click's `Error: <message>` line.
+    """
+    from dsjob import logs  # noqa: PLC0415
     from dsjob.runner import failure_status  # noqa: PLC0415
 
     status = failure_status(exc, run_id=_RUN.get("run_id"))
-    click.echo(f"Error: {status['error']}", err=True)
+    bug = None if isinstance(exc, DsjobError) else exc
+    if logs.ensure_configured():
+        fields: dict[str, Any] = {"exit_code": status["exit_code"], **_RUN}
+        if usage:
+            fields["usage"] = usage
+        LOGGER.error(status["error"], exc_info=bug, extra=fields)
+    else:
+        if bug is not None:
+            LOGGER.error("internal error", exc_info=bug)
+        if usage:
+            click.echo(usage, err=True)
+        click.echo(f"Error: {status['error']}", err=True)
     click.echo(json.dumps(status))
     return status

@@ -165,7 +165,12 @@ def local_serve(
         click.echo(f"export AWS_ENDPOINT_URL={aws.endpoint_url}")
         creds = " ".join(f"{k}={v}" for k, v in emulator.FAKE_CREDENTIALS.items())
         click.echo(f"export {creds}")
-        click.echo("# embedded AWS is up; Ctrl-C to stop", err=True)
+        _note(
+            "# embedded AWS is up; Ctrl-C to stop",
+            "embedded AWS is up; Ctrl-C to stop",
+            use_json=use_json,
+            endpoint=aws.endpoint_url,
+        )
         emulator.wait_for_signal()
     return 0
 

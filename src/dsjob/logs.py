@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from typing import Any, TextIO
@@ -72,6 +73,22 @@ def json_choice(value: str | None, *, source: str = "DSJOB_LOG_FORMAT") -> bool 
 def json_mode() -> bool:
     """Whether the configured root handler writes JSON lines (as `configure` chose)."""
     return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
+
+
+def ensure_configured() -> bool:
+    """Configure logging from DSJOB_LOG_FORMAT unless a command already did; True for JSON.
+
+    A usage error is raised before any command configures logging, yet its report must
+    follow the same format as a run's (JSON lines off a TTY). A misspelt value counts as
+    `auto` here: the usage error is what gets reported.
+    """
+    if logging.getLogger().handlers:
+        return json_mode()
+    try:
+        choice = json_choice(os.environ.get("DSJOB_LOG_FORMAT"))
+    except ConfigError:
+        choice = None
+    return configure(json_lines=choice)
 
 
 def configure(

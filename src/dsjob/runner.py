@@ -174,11 +174,16 @@ def dry_run(flags: Mapping[str, str | None], environ: Mapping[str, str] | None =
     values = {n: value(n, cfg.sources[n]) for n in order}
     values = config.redact(values, cfg.secret_names)
     width = max(map(len, values), default=0)
-    lines = [f"dsjob run --dry-run {cfg.run_id} (prefix {cfg.param_prefix}): nothing was touched"]
-    lines += [f"  {n:<{width}}  {values[n]}  ({cfg.sources[n]})" for n in values]
     planned = would_write(cfg)
-    lines += [f"  would write {uri}" for uri in planned]
-    print("\n".join(lines), file=sys.stderr, flush=True)  # noqa: T201
+    from dsjob import logs  # noqa: PLC0415
+
+    if logs.json_mode():  # the status line below carries it all; stderr stays JSON records
+        LOGGER.info("dry run: nothing was touched", extra={"run_id": cfg.run_id})
+    else:
+        head = f"dsjob run --dry-run {cfg.run_id} (prefix {cfg.param_prefix}): nothing was touched"
+        lines = [head, *(f"  {n:<{width}}  {values[n]}  ({cfg.sources[n]})" for n in values)]
+        lines += [f"  would write {uri}" for uri in planned]
+        print("\n".join(lines), file=sys.stderr, flush=True)  # noqa: T201
     status = {
         "status": "dry-run",
         "exit_code": 0,

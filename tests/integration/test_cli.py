@@ -82,15 +82,58 @@ def test_run_help_names_each_option_environment_variable() -> None:
     assert "130" in flat
 
 
+def log_env(log_format: str) -> dict[str, str]:
+    """The test's environment with DSJOB_LOG_FORMAT set (and no other DSJOB_* name)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DSJOB_")}
+    return {**env, "DSJOB_LOG_FORMAT": log_format}
+
+
+def json_records(stderr: str) -> list[dict[str, object]]:
+    """Every stderr line parsed as one JSON object (fails on a line that is not one)."""
+    records = [json.loads(line) for line in stderr.splitlines()]
+    assert all(isinstance(r, dict) for r in records), stderr
+    return records
+
+
 def test_usage_error_exits_2_with_the_json_status_last() -> None:
     """An unknown flag exits 2; stdout's last line is the failed status naming the flag."""
-    proc = dsjob("run", "--bogus")
+    proc = dsjob("run", "--bogus", env=log_env("text"))
     assert proc.returncode == 2, proc.stderr
     status = last_json(proc.stdout)
     assert status["status"] == "failed"
     assert status["exit_code"] == 2
     assert "--bogus" in str(status["error"])
-    assert "Usage: dsjob run" in proc.stderr
+    assert proc.stderr.splitlines() == ["Usage: dsjob run [OPTIONS]", f"Error: {status['error']}"]
+
+
+def test_usage_error_with_json_logs_is_one_json_record() -> None:
+    """With JSON logs a usage error's report is one error record with the usage, not text."""
+    proc = dsjob("run", "--bogus", env=log_env("json"))
+    assert proc.returncode == 2, proc.stderr
+    status = last_json(proc.stdout)
+    [record] = json_records(proc.stderr)
+    assert (record["level"], record["message"]) == ("error", status["error"])
+    assert (record["exit_code"], record["usage"]) == (2, "Usage: dsjob run [OPTIONS]")
+
+
+def test_failed_run_with_json_logs_writes_only_json_on_stderr(tmp_path: Path) -> None:
+    """A failed run's stderr in JSON mode is JSON records only, the last one the error's."""
+    missing = tmp_path / "gone.csv"
+    args = ("run", "--input", str(missing), "--output-dir", str(tmp_path / "out"))
+    proc = dsjob(*args, "--run-id", "r-json", env=log_env("json"))
+    assert proc.returncode == 3, proc.stderr
+    status = last_json(proc.stdout)
+    error = json_records(proc.stderr)[-1]
+    assert error["level"] == "error"
+    assert (error["message"], error["exit_code"], error["run_id"]) == (
+        status["error"],
+        3,
+        "r-json",
+    )
+    assert str(missing) in str(status["error"])
+    text = dsjob(*args, "--run-id", "r-text", env=log_env("text"))
+    assert text.returncode == 3, text.stderr
+    assert text.stderr.splitlines()[-1] == f"Error: {last_json(text.stdout)['error']}"
 
 
 def test_flag_abbreviations_are_refused() -> None:

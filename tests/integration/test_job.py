@@ -201,7 +201,8 @@ def test_missing_parameters_are_named_together(local_aws: LocalServe) -> None:
     assert proc.returncode == 2
     assert f"{PREFIX}/input-bucket" in proc.stderr
     assert f"{PREFIX}/input-key" in proc.stderr
-    assert proc.stderr.count("Error:") == 1
+    errors = [json.loads(line) for line in proc.stderr.splitlines() if '"level": "error"' in line]
+    assert [e["message"] for e in errors] == [status(proc)["error"]]
     assert status(proc) == {"status": "failed", "exit_code": 2, "error": status(proc)["error"]}
     assert outputs(local_aws) == []
 

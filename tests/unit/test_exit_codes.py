@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import sys
 from typing import TYPE_CHECKING, Any
@@ -20,9 +21,12 @@ pytestmark = pytest.mark.unit
 
 @pytest.fixture(autouse=True)
 def _restore_handlers() -> Iterator[None]:
-    """`dsjob run` installs dsjob.stop's handlers; give pytest its own back afterwards."""
+    """`dsjob run` installs dsjob.stop's and logging's handlers; give pytest its own back."""
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    root = logging.getLogger()
+    logging_handlers, level = root.handlers[:], root.level
     yield
+    root.handlers[:], root.level = logging_handlers, level
     stop.reset()
     for signum, handler in previous.items():
         signal.signal(signum, handler)
@@ -58,7 +62,13 @@ def test_config_error_exits_2_naming_the_parameter(
     assert code == 2
     assert (status["status"], status["exit_code"]) == ("failed", 2)
     assert "on-bad-rows" in status["error"]
-    assert err.splitlines()[-1] == f"Error: {status['error']}"
+    # --log-format json: the report is the last stderr record, at level error
+    record = json.loads(err.splitlines()[-1])
+    assert (record["level"], record["message"], record["exit_code"]) == (
+        "error",
+        status["error"],
+        2,
+    )
 
 
 def test_missing_input_exits_3_naming_the_path(
