@@ -293,6 +293,8 @@ def test_dry_run_reads_only_ssm_and_prints_sources_and_keys(
         "s3://dsjob-output/processed/current/members.json",
         "s3://dsjob-output/processed/status/dry-1.json",
     ]
+    # JSON logs: stderr holds records only, the status line above carries the table
+    assert [r["message"] for r in json_records(proc.stderr)][-1] == "dry run: nothing was touched"
     sent = _requests(recording)
     assert sent, "the recorder saw nothing: it would not see a write either"
     assert all("AmazonSSM.GetParametersByPath" in r for r in sent), sent
@@ -313,3 +315,10 @@ def test_dry_run_in_pure_local_mode_sends_nothing(
     assert f"{out}/d_<YYYYMMDD_HHMMSS>.parquet" in last_json(proc.stdout)["would_write"]  # type: ignore[operator]
     assert _requests(recording) == []
     assert not out.exists()
+    text = dsjob(
+        "run", "--dry-run", "--input", str(data), "--output-dir", str(out), env=log_env("text")
+    )
+    assert text.returncode == 0, text.stderr
+    table = text.stderr.splitlines()
+    assert f"  would write {out}/manifests/{last_json(text.stdout)['run_id']}.json" in table
+    assert any(line.split() == ["input", str(data), "(flag)"] for line in table), table
