@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -13,8 +15,6 @@ import pytest
 from tests.support.paths import DSJOB, REPO
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from tests.support.emulator import LocalServe
 
 pytestmark = pytest.mark.integration
@@ -64,6 +64,34 @@ def test_readme_sample_run_works_as_written_and_history_reads_it(tmp_path: Path)
     published = outputs[0].rsplit("/", 1)[-1]
     assert [p.name for p in got.iterdir()] == [published]
     assert (got / published).read_bytes() == (out / published).read_bytes()
+
+
+def test_example_script_commands_work_as_written(tmp_path: Path) -> None:
+    """The commands in examples/script.py's docstring run as written, from a copy of examples/."""
+    doc = (REPO / "examples" / "script.py").read_text(encoding="utf-8").split('"""')[1]
+    joined = doc.replace("\\\n", " ")  # shell line continuations
+    commands = re.findall(r"^    (dsjob .*)$", joined, re.MULTILINE)
+    assert [c.split()[1] for c in commands] == ["sample", "pack", "run"]
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DSJOB_", "AWS_"))}
+    env["PATH"] = f"{DSJOB.parent}{os.pathsep}{env['PATH']}"
+    for command in commands:
+        proc = subprocess.run(
+            ["bash", "-c", command],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, (command, proc.stderr[-2000:])
+    status = last_json(proc.stdout)
+    assert status["status"] == "succeeded"
+    outputs = status["outputs"]
+    assert isinstance(outputs, list)
+    assert [Path(o).parent.name for o in outputs] == ["out"]
+    assert all((tmp_path / o).is_file() for o in outputs)
 
 
 def test_runs_ls_on_s3_lists_failed_runs_from_their_status_object(local_aws: LocalServe) -> None:
