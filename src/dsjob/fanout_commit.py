@@ -105,9 +105,19 @@ def run_commit(cfg: JobConfig, work: WorkArea, t0: float) -> RunSummary:
         raise MalformedInputError(msg)
     dropped = {
         "null_id": dropped["null_id"],
-        "duplicate": rows_in - dropped["malformed"] - dropped["null_id"] - rows_out,
+        # Each reduce task counts the copies it dropped (records of an older dsjob: derived).
+        "duplicate": sum(
+            r.get("dropped", {}).get("duplicate", r["rows_in"] - r["rows_out"]) for r in reduces
+        ),
         "malformed": dropped["malformed"],
     }
+    if rows_in != rows_out + sum(dropped.values()):  # the books of map and reduce must agree
+        msg = (
+            f"run {cfg.run_id}: the map tasks read {rows_in} rows, the reduce tasks kept "
+            f"{rows_out} and dropped {dropped}: the work files under "
+            f"{work.uri(work.root)} do not add up; run the fan-out again with a new run id"
+        )
+        raise InputError(msg)
     dataset = maps[0]["dataset"]
     manifest = {
         "run_id": cfg.run_id,

@@ -193,13 +193,17 @@ def run_reduce(cfg: JobConfig, work: WorkArea, t0: float) -> RunSummary:
                 key = stem + path.name
                 meta = {"run-id": cfg.run_id, "dataset": records[0]["dataset"]}
                 published.append(_upload_part(work, path, key, meta, rows))
+    rows_in = sum(r["files"].get(str(k), {}).get("rows", 0) for r in records)
     record = {
         "partition": k,
         "partitions": cfg.partitions,
         "maps": sorted(r["tag"] for r in records),
         "types": types,
-        "rows_in": sum(r["files"].get(str(k), {}).get("rows", 0) for r in records),
+        "rows_in": rows_in,
         "rows_out": rows,
+        # The map tasks dropped the NULL ids and malformed rows; a partition drops only
+        # the copies of rows it already holds (every copy of a row hashes to one partition).
+        "dropped": {"duplicate": rows_in - rows},
         "outputs": [asdict(p) for p in published],
     }
     record = work.put_record(work.reduce_key(k), record)

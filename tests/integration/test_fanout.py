@@ -114,11 +114,13 @@ def run_fanout(aws: LocalServe, run_id: str) -> dict[str, Any]:
             aws, DSJOB_PHASE="map", DSJOB_INPUT_KEY=f"raw/members/2027-01-{name}.csv", **env
         )
         assert proc.returncode == 0, proc.stderr
+    reduces = []
     for k in range(P):
         proc = dsjob_run(aws, DSJOB_PHASE="reduce", DSJOB_PARTITION=str(k), **env)
         assert proc.returncode == 0, proc.stderr
+        reduces.append(status(proc))
     proc = dsjob_run(aws, DSJOB_PHASE="commit", **env)
-    return {"proc": proc, "status": status(proc)}
+    return {"proc": proc, "status": status(proc), "reduces": reduces}
 
 
 def test_fanout_equals_one_run_over_the_concatenated_input(
@@ -145,6 +147,11 @@ def test_fanout_equals_one_run_over_the_concatenated_input(
         one["dropped"],
     )
     assert fan["dropped"]["duplicate"] > 60  # the cross-object copies were found
+    # Each reduce task's status line counts the copies it dropped; they add up to the run's.
+    reduces = result["reduces"]
+    assert all(r["dropped"] == {"duplicate": r["rows_in"] - r["rows_out"]} for r in reduces)
+    assert sum(r["dropped"]["duplicate"] for r in reduces) == one["dropped"]["duplicate"]
+    assert sum(r["rows_out"] for r in reduces) == one["rows_out"]
     single_key = next(k for k in keys(local_aws, "single/") if k.endswith(".parquet"))
     ref = fetch_parquet(local_aws, single_key, tmp_path / "single.parquet")
     manifest = json.loads(
@@ -167,7 +174,11 @@ def test_fanout_equals_one_run_over_the_concatenated_input(
     assert con.execute(only_one).fetchone() == (0,), "rows of the single run missing"
     assert con.execute(only_fan).fetchone() == (0,), "rows the single run does not have"
     assert con.execute("SELECT count(*) FROM fan").fetchone() == (one["rows_out"],)
-    assert manifest["counts"]["rows_out"] == one["rows_out"]
+    assert manifest["counts"] == {
+        "rows_in": one["rows_in"],
+        "rows_out": one["rows_out"],
+        "dropped": one["dropped"],
+    }
     assert sum(o["records"] for o in manifest["outputs"]) == one["rows_out"]
     assert keys(local_aws, "processed/_work/") == []
     pointer = json.loads(
