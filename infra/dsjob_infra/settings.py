@@ -61,6 +61,36 @@ CONTEXT_KEYS = {
 PLATFORMS = {"X86_64": "linux/amd64", "ARM64": "linux/arm64"}
 
 
+# EventBridge Scheduler cron fields (User Guide, "Schedule types", cron-based):
+# minute hour day-of-month month day-of-week year. One tick a month at most means a
+# single minute and hour, and either one day of the month (15, L, LW, 15W) with no
+# weekday, or no day of the month with one weekday of it (MON#1, 6L).
+_ONE_NUMBER = re.compile(r"\d{1,2}")
+_ONE_DAY_OF_MONTH = re.compile(r"\d{1,2}W?|LW?")
+_ONE_WEEKDAY_OF_MONTH = re.compile(r"(\d|[A-Z]{3})(#[1-5]|L)")
+
+
+def fires_monthly(schedule: str) -> bool:
+    """Whether a schedule expression fires at most once in any month (``at(...)`` fires once).
+
+    The tick's run id is ``monthly-YYYY-MM``: a schedule that fired twice in one month
+    would give both ticks one run id, and the second would publish nothing.
+    """
+    if schedule.startswith("at("):
+        return True
+    if not schedule.startswith("cron(") or not schedule.endswith(")"):
+        return False  # rate(...) is minutes, hours or days
+    fields = schedule[len("cron(") : -1].split()
+    if len(fields) != 6:  # noqa: PLR2004 - the six cron fields
+        return False
+    minute, hour, day, _month, weekday, _year = fields
+    if not (_ONE_NUMBER.fullmatch(minute) and _ONE_NUMBER.fullmatch(hour)):
+        return False
+    if weekday == "?":
+        return bool(_ONE_DAY_OF_MONTH.fullmatch(day))
+    return day == "?" and bool(_ONE_WEEKDAY_OF_MONTH.fullmatch(weekday.upper()))
+
+
 @dataclass(frozen=True)
 class PipelineSettings:
     """What differs between deployments; every field has a context key (``CONTEXT_KEYS``)."""
@@ -149,6 +179,17 @@ class PipelineSettings:
                 f"got {self.lambda_reserved_concurrency}"
             )
 
+    def _check_schedule(self) -> None:
+        """An EventBridge Scheduler expression that fires at most once a month."""
+        if not re.fullmatch(r"(cron|rate|at)\(.+\)", self.schedule):
+            raise ValueError(f"schedule must look like cron(...), got {self.schedule!r}")
+        if not fires_monthly(self.schedule):
+            raise ValueError(
+                "schedule must fire at most once a month (one minute, one hour, one day of "
+                "the month or one weekday of it, e.g. cron(0 9 15 * ? *)): a tick's run id "
+                f"is monthly-YYYY-MM (dsjob.schedule), got {self.schedule!r}"
+            )
+
     def _check_deployment(self) -> None:
         """The image, alarm, naming and schedule settings."""
         if self.cpu_architecture not in PLATFORMS:
@@ -166,8 +207,7 @@ class PipelineSettings:
             )
         if self.partitions > MAX_PARTITIONS:
             raise ValueError(f"partitions must be at most {MAX_PARTITIONS}, got {self.partitions}")
-        if not re.fullmatch(r"(cron|rate|at)\(.+\)", self.schedule):
-            raise ValueError(f"schedule must look like cron(...), got {self.schedule!r}")
+        self._check_schedule()
         if not self.param_prefix.startswith("/") or self.param_prefix.endswith("/"):
             raise ValueError(f"paramPrefix must start and not end with '/': {self.param_prefix!r}")
         for name in (

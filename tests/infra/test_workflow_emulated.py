@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from dsjob.errors import ExitCode
+from dsjob.schedule import tick_run_id
 from tests.infra.emulated import Emulated, serve
 
 if TYPE_CHECKING:
@@ -68,13 +69,28 @@ def test_success_runs_one_task_with_run_id_and_overrides(emulated):
     assert task["DSJOB_SCHEDULED_TIME"] == ""
 
 
-def test_scheduled_run_gets_the_ticks_run_id_and_time(emulated):
-    """The schedule's scheduledTime makes the run id monthly-YYYY-MM and reaches the task."""
-    result = emulated.run("sched-delivery-1", {"scheduledTime": "2027-01-15T09:00:00Z"})
+@pytest.mark.parametrize(
+    ("execution", "tick"),
+    [
+        ("sched-delivery-1", "2027-01-15T09:00:00Z"),
+        ("sched-delivery-2", "2027-12-31T23:59:59Z"),
+        ("sched-delivery-3", "2028-02-29T00:00:00Z"),
+    ],
+)
+def test_scheduled_run_gets_the_ticks_run_id_and_time(emulated, execution, tick):
+    """The workflow's run id of a tick is the one the job derives from it (schedule.tick_run_id).
+
+    The workflow's id wins when both exist (it is passed as DSJOB_RUN_ID); the job's
+    own is its fallback. Two ids for one tick would be two runs, and a second
+    delivery would publish again.
+    """
+    run_id = tick_run_id(tick)
+    assert run_id.startswith("monthly-")
+    result = emulated.run(execution, {"scheduledTime": tick})
     assert result["status"] == "SUCCEEDED", result
-    [task] = emulated.tasks("monthly-2027-01")
-    assert task["DSJOB_RUN_ID"] == "monthly-2027-01"
-    assert task["DSJOB_SCHEDULED_TIME"] == "2027-01-15T09:00:00Z"
+    [task] = emulated.tasks(run_id)
+    assert task["DSJOB_RUN_ID"] == run_id
+    assert task["DSJOB_SCHEDULED_TIME"] == tick
 
 
 def test_transient_exit_is_retried_until_it_succeeds(emulated):

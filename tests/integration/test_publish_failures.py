@@ -468,7 +468,7 @@ def test_second_delivery_of_a_schedule_tick_publishes_nothing(
     tick = {"DSJOB_SCHEDULED_TIME": "2027-01-01T00:00:00Z"}
     first = run(local_aws, tmp_path, **tick)
     assert first.returncode == 0, first.stderr
-    assert last_status(first.stdout)["run_id"] == "scheduled-20270101T000000Z"
+    assert last_status(first.stdout)["run_id"] == "monthly-2027-01"
     before = keys(local_aws)
     second = run(local_aws, tmp_path, **tick)
     assert second.returncode == 0, second.stderr
@@ -491,7 +491,7 @@ def test_two_deliveries_of_one_tick_at_once_publish_once(
     assert [p.returncode for p in procs] == [0, 0], [err for _, err in results]
     statuses = sorted(last_status(out)["status"] for out, _ in results)
     assert statuses == ["already-published", "succeeded"]
-    manifest = read_json(local_aws, "processed/manifests/scheduled-20270301T000000Z.json")
+    manifest = read_json(local_aws, "processed/manifests/monthly-2027-03.json")
     assert [o["key"] for o in manifest["outputs"]] == data_keys(local_aws)
 
 

@@ -163,20 +163,28 @@ def test_unreadable_manifest_is_an_input_error(tmp_path: Path, body: bytes, mess
 @pytest.mark.parametrize(
     ("tick", "run_id"),
     [
-        ("2027-01-01T00:00:00Z", "scheduled-20270101T000000Z"),
-        ("2027-01-01T01:00:00+01:00", "scheduled-20270101T000000Z"),
-        ("2027-02-01T06:30:00", "scheduled-20270201T063000Z"),
+        ("2027-01-01T00:00:00Z", "monthly-2027-01"),
+        ("2027-12-31T23:59:59+00:00", "monthly-2027-12"),
+        ("2027-02-15T09:00:00", "monthly-2027-02"),
     ],
 )
 def test_a_schedule_tick_names_its_run(tick: str, run_id: str) -> None:
-    """The run id of a tick is its UTC time: every delivery of one tick gets the same id."""
+    """The run id of a tick is its month: every delivery of one tick gets the same id."""
     assert tick_run_id(tick) == run_id
 
 
-def test_a_bad_schedule_tick_is_a_config_error() -> None:
-    """A scheduled-time that is not ISO 8601 exits 2 and names the parameter."""
-    with pytest.raises(ConfigError, match="scheduled-time"):
-        tick_run_id("next tuesday")
+@pytest.mark.parametrize(
+    ("tick", "message"),
+    [
+        ("next tuesday", "must be an ISO 8601 time"),
+        # 2027-02-01T00:30+01:00 is still January in UTC: refused, not guessed.
+        ("2027-02-01T00:30:00+01:00", "must be in UTC"),
+    ],
+)
+def test_a_bad_schedule_tick_is_a_config_error(tick: str, message: str) -> None:
+    """A scheduled-time that is not an ISO 8601 UTC time exits 2 and names the parameter."""
+    with pytest.raises(ConfigError, match=f"scheduled-time {message}"):
+        tick_run_id(tick)
 
 
 def test_a_pruned_name_taken_again_is_not_deleted_twice(tmp_path: Path) -> None:
