@@ -6,8 +6,9 @@ import re
 
 import pytest
 
-from dsjob import archive, custom, processing
+from dsjob import archive, custom, history, lease, orphans, processing
 from dsjob.errors import ExitCode
+from dsjob.schedule import tick_run_id
 from tests.support.paths import REPO
 
 pytestmark = pytest.mark.unit
@@ -53,3 +54,29 @@ def test_readme_quotes_the_limits_the_code_enforces(limit: int, phrase: str) -> 
     text = " ".join(_section("Data and transform policies (built-in step)").split())
     text += " " + " ".join(_section("Script policies").split())
     assert phrase.format(limit) in text
+
+
+def test_outputs_section_names_every_reserved_folder_of_the_prefix() -> None:
+    """Each folder dsjob keeps under the output prefix (history.RESERVED) is in the layout."""
+    layout = _section("Outputs")
+    for folder in history.RESERVED:
+        assert f"<output-prefix>{folder}" in layout
+
+
+def test_nothing_is_lost_quotes_the_lease_and_orphan_rules_the_code_applies() -> None:
+    """The lease variable, its default, the lease folder and the no-lease orphan age match."""
+    text = " ".join(_section("Nothing is lost").split())
+    assert f"`{lease.ENV_NAME}`, default {lease.DEFAULT_TTL_S:g} s" in text
+    assert f"`{lease.FOLDER}<dataset>/<run-id>.<token>.json`" in text
+    hours = orphans.ORPHAN_AGE.total_seconds() / 3600
+    no_lease = "a run with no lease (a fan-out run between phases, an older dsjob)"
+    assert f"{no_lease}: after {hours:g} h" in text
+    beat = {2: "half", 3: "third", 4: "quarter"}[lease.BEATS_PER_TTL]
+    assert f"every {beat} of the lease time" in text
+
+
+def test_schedule_tick_example_is_the_run_id_the_code_derives() -> None:
+    """The README's example tick gives the run id it shows."""
+    text = " ".join(_section("Outputs").split())
+    tick, run_id = "2027-01-15T09:00:00Z", tick_run_id("2027-01-15T09:00:00Z")
+    assert f"(`{tick}` gives `{run_id}`)" in text
