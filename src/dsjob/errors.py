@@ -99,7 +99,7 @@ class TransientError(DsjobError):
 
 
 class ConflictError(TransientError):
-    """A conditional write found its key taken (HTTP 412) or contended (409): pick again."""
+    """A conditional write found its key taken or its ETag moved (HTTP 412): pick again."""
 
 
 class OutOfMemoryError(DsjobError):

@@ -3,7 +3,8 @@
 Every object is created with ``If-None-Match: *`` (S3 User Guide, "Add
 preconditions to S3 operations with conditional requests"): a name another run
 took answers 412 and becomes ``ConflictError``, never an overwrite. The current
-pointer is replaced with ``If-Match: <etag>`` (compare-and-swap).
+pointer is replaced with ``If-Match: <etag>`` (compare-and-swap). A 409
+``ConditionalRequestConflict`` (a concurrent write met this one) is written again.
 
 Data outputs always go up as a multipart upload with ``ChecksumAlgorithm=CRC32``
 and ``ChecksumType=FULL_OBJECT`` (User Guide, "Checking object integrity"), even
@@ -25,8 +26,9 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dsjob.aws import aws_errors, translate
 from dsjob.errors import ConfigError, ConflictError, MissingObjectError, TransientError
@@ -41,12 +43,24 @@ if TYPE_CHECKING:
     from dsjob.storage import Digests
 
 LOGGER = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
-# 412: the precondition failed (the key exists, or its ETag moved); 409: S3 saw two
-# conditional writes to one key at once (User Guide, conditional writes).
-_CONFLICT_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
+# 412: the precondition failed (the key exists, or its ETag moved).
+_CONFLICT_CODES = frozenset({"PreconditionFailed", "412"})
+# 409 ConditionalRequestConflict: a concurrent write to the key met this conditional
+# one, which did not take effect. S3 asks for the request to be retried; for
+# CompleteMultipartUpload, from a new CreateMultipartUpload with every part again
+# (S3 API Reference, PutObject and CompleteMultipartUpload, IfNoneMatch). moto 5.2.5
+# never answers it: tests/integration/test_publish_conflicts.py injects it.
+_CONTENDED_CODES = frozenset({"ConditionalRequestConflict", "409"})
+CONTENDED_TRIES = 3
+_CONTENDED_BACKOFF_S = 0.2
 # S3 refuses bytes whose checksum differs from the one sent with them.
 _DIGEST_CODES = frozenset({"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"})
+
+
+class _ContendedError(TransientError):
+    """One 409 ConditionalRequestConflict; :meth:`S3Store._retried` sends the write again."""
 
 
 class S3Store:
@@ -90,15 +104,46 @@ class S3Store:
                 raise self._no_bucket() from exc
             if code in _CONFLICT_CODES:
                 raise ConflictError(f"{self.uri(key)} was written by another run first") from exc
+            if code in _CONTENDED_CODES:
+                raise _ContendedError(f"{what}: 409 {code}") from exc
             if code in _DIGEST_CODES:
                 msg = f"{what}: S3 refused the bytes ({code}): they changed on the way"
                 raise TransientError(msg) from exc
             raise translate(exc, what, bucket=self.bucket, key=key) from exc
 
+    def _retried(self, key: str, write: Callable[[], _T]) -> _T:
+        """Run a conditional `write`, again after a 409, at most ``CONTENDED_TRIES`` times.
+
+        Still contended after that: ``TransientError`` (exit 5), nothing written.
+        """
+        for attempt in range(1, CONTENDED_TRIES + 1):
+            try:
+                return write()
+            except _ContendedError as exc:
+                LOGGER.warning(
+                    "S3 saw a concurrent write to the key; writing again",
+                    extra={"key": self.uri(key), "attempt": attempt, "error": str(exc)},
+                )
+                if attempt < CONTENDED_TRIES:
+                    time.sleep(_CONTENDED_BACKOFF_S * 2 ** (attempt - 1))
+        msg = (
+            f"{self.uri(key)}: S3 answered 409 ConditionalRequestConflict {CONTENDED_TRIES} "
+            "times (other writes to this key at the same moment); nothing was written"
+        )
+        raise TransientError(msg)
+
     def create_file(
         self, path: Path, key: str, metadata: Mapping[str, str], digests: Digests
     ) -> None:
-        """Multipart upload with CRC32 checksums, completed only if `key` is still free."""
+        """Multipart upload with CRC32 checksums, completed only if `key` is still free.
+
+        After a 409 the whole upload starts again from CreateMultipartUpload.
+        """
+        self._retried(key, lambda: self._create_file(path, key, metadata, digests))
+
+    def _create_file(
+        self, path: Path, key: str, metadata: Mapping[str, str], digests: Digests
+    ) -> None:
         what = f"uploading {self.uri(key)}"
         if digests.size == 0:  # a multipart upload needs a part with bytes in it
             self._call(
@@ -185,16 +230,19 @@ class S3Store:
 
     def create_bytes(self, key: str, data: bytes, content_type: str) -> None:
         """PUT a small object only if `key` is free (S3 checks the CRC32 botocore sends)."""
-        self._call(
-            f"writing {self.uri(key)}",
+        self._retried(
             key,
-            self._s3.put_object,
-            Bucket=self.bucket,
-            Key=key,
-            Body=data,
-            ContentType=content_type,
-            ChecksumAlgorithm="CRC32",
-            IfNoneMatch="*",
+            lambda: self._call(
+                f"writing {self.uri(key)}",
+                key,
+                self._s3.put_object,
+                Bucket=self.bucket,
+                Key=key,
+                Body=data,
+                ContentType=content_type,
+                ChecksumAlgorithm="CRC32",
+                IfNoneMatch="*",
+            ),
         )
 
     def swap_bytes(
@@ -205,16 +253,19 @@ class S3Store:
         If-Match on a key that is gone answers 404 NoSuchKey (``MissingObjectError``).
         """
         condition = {"IfMatch": expected_etag} if expected_etag else {"IfNoneMatch": "*"}
-        answer = self._call(
-            f"writing {self.uri(key)}",
+        answer = self._retried(
             key,
-            self._s3.put_object,
-            Bucket=self.bucket,
-            Key=key,
-            Body=data,
-            ContentType=content_type,
-            ChecksumAlgorithm="CRC32",
-            **condition,
+            lambda: self._call(
+                f"writing {self.uri(key)}",
+                key,
+                self._s3.put_object,
+                Bucket=self.bucket,
+                Key=key,
+                Body=data,
+                ContentType=content_type,
+                ChecksumAlgorithm="CRC32",
+                **condition,
+            ),
         )
         return str(answer["ETag"])
 

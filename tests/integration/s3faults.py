@@ -15,6 +15,11 @@ botocore swallows plugin import errors, each fault leaves a line in
 - ``fail:<Operation>:N``: answer the N-th call of an S3 operation, and every one
   after it (botocore's retries included), with a 500 ``InternalError``; run with
   ``AWS_MAX_ATTEMPTS=1`` to keep the retries few;
+- ``conflict:<Operation>:<key-part>:N`` (or ``N+``): answer the N-th call of an S3
+  operation whose URL holds `key-part` (or that one and every one after it) with a
+  409 ``ConditionalRequestConflict``, as S3 answers a conditional write that met a
+  concurrent write to its key (S3 API Reference, PutObject and
+  CompleteMultipartUpload, ``If-None-Match``); moto never answers it;
 - ``hold-part:N``: block the N-th UploadPart until the process is killed or
   ``S3FAULT_RELEASE`` exists (the fault log says when it is held).
 """
@@ -71,6 +76,26 @@ def _fail(operation: str, target: int) -> Any:
     return handler
 
 
+def _conflict(operation: str, part: str, when: str) -> Any:
+    every_after = when.endswith("+")
+    target = int(when.rstrip("+"))
+
+    def handler(request: Any, **_: Any) -> AWSResponse | None:
+        if part not in request.url:
+            return None
+        n = _nth(f"{operation}:{part}")
+        if n < target or (n > target and not every_after):
+            return None
+        _log(f"409 {operation} {part} #{n}")
+        body = (
+            b"<Error><Code>ConditionalRequestConflict</Code>"
+            b"<Message>A conflicting operation occurred. Please retry.</Message></Error>"
+        )
+        return AWSResponse(request.url, 409, HTTPHeaders(), _Raw(body))
+
+    return handler
+
+
 def _hold(target: int) -> Any:
     def handler(**_: Any) -> None:
         if _nth("part") != target:
@@ -109,6 +134,9 @@ def initialize_client_plugin(client: Any) -> None:
     elif name == "fail":
         operation, _, nth = arg.partition(":")
         events.register(f"before-send.s3.{operation}", _fail(operation, int(nth)))
+    elif name == "conflict":
+        operation, part, when = arg.split(":")
+        events.register(f"before-send.s3.{operation}", _conflict(operation, part, when))
     elif name == "hold-part":
         events.register("before-send.s3.UploadPart", _hold(int(arg)))
     _log(f"registered {fault} on an s3 client")
