@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.support.credentials import client
 from tests.support.paths import DSJOB, REPO
 
 if TYPE_CHECKING:
@@ -94,17 +95,33 @@ def test_example_script_commands_work_as_written(tmp_path: Path) -> None:
     assert all((tmp_path / o).is_file() for o in outputs)
 
 
-def test_runs_ls_on_s3_lists_failed_runs_from_their_status_object(local_aws: LocalServe) -> None:
+def test_runs_ls_on_s3_lists_failed_runs_from_their_status_object(
+    local_aws: LocalServe, tmp_path: Path
+) -> None:
     """A failed S3 run has no manifest; `dsjob runs ls` still shows it, from status/."""
     env = local_aws.env()
-    assert dsjob("run", "--run-id", "ok-1", env=env).returncode == 0
+    ok = dsjob("run", "--run-id", "ok-1", env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert dsjob("run", "--run-id", "ok-2", "--dataset", "other", env=env).returncode == 0
     assert dsjob("run", "--run-id", "bad-1", "--input-key", "raw/x.csv", env=env).returncode == 3
     listing = dsjob("runs", "ls", env=env).stdout.splitlines()
     by_id = {line.split()[0]: line.split()[1] for line in listing[1:]}
-    assert by_id == {"ok-1": "succeeded", "bad-1": "failed"}
+    assert by_id == {"ok-1": "succeeded", "ok-2": "succeeded", "bad-1": "failed"}
+    only = dsjob("runs", "ls", "--dataset", "other", env=env).stdout.splitlines()
+    assert [line.split()[:3] for line in only[1:]] == [["ok-2", "succeeded", "other"]]
     shown = dsjob("runs", "show", "bad-1", env=env).stdout
     assert "status    failed (exit 3)" in shown
     assert "raw/x.csv" in shown
+
+    # `outputs get` from S3: the current output of the dataset, byte for byte
+    got = dsjob("outputs", "get", "members", "--to", str(tmp_path), env=env)
+    assert got.returncode == 0, got.stderr
+    uris = last_json(ok.stdout)["outputs"]
+    assert isinstance(uris, list)
+    assert len(uris) == 1, uris
+    bucket, key = str(uris[0]).removeprefix("s3://").split("/", 1)
+    stored = client("s3", local_aws.endpoint).get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert [p.read_bytes() for p in tmp_path.iterdir()] == [stored]
 
 
 def test_local_run_mirror_leaves_outputs_on_disk(tmp_path: Path) -> None:
