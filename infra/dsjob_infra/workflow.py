@@ -6,6 +6,7 @@ Shape (JSONPath)::
       → status key → Fan out?
         no  → [single job block] ───────────────────────────────────────────→ Succeeded
         yes → List prefix → Empty? → Fail Dsjob.EmptyInput
+                 └→ List data objects → none of size > 0? → Fail Dsjob.EmptyInput
                  └→ Map objects (distributed, ItemReader ListObjectsV2, ResultWriter → S3;
                       per item: size > 0 and not a folder marker → [map job block])
                  └→ Reduce partitions (Map over 0..P-1 → [reduce job block])
@@ -275,6 +276,39 @@ class JobWorkflow(Construct):
                 sfn.JsonPath.string_at("$.job.inputPrefix"),
             ),
         )
+        # A prefix can hold objects and still no data: a folder marker ("prefix/", 0 bytes)
+        # and empty objects, which the map skips. Its first page (up to 1,000 keys) is
+        # read again and only the sizes above 0 are kept (a filter path, Step Functions
+        # Developer Guide, "Paths"; Contents exists once KeyCount > 0), so the payload
+        # stays small. Only a page that is the whole listing can prove there is no data.
+        data = tasks.CallAwsService(
+            self,
+            "List data objects",
+            service="s3",
+            action="listObjectsV2",
+            iam_action="s3:ListBucket",
+            iam_resources=[self._input_bucket.bucket_arn],
+            parameters={
+                "Bucket": self._input_bucket.bucket_name,
+                "Prefix": sfn.JsonPath.string_at("$.job.inputPrefix"),
+            },
+            result_selector={
+                "sizes": sfn.JsonPath.list_at("$.Contents[?(@.Size > 0)].Size"),
+                "truncated": sfn.JsonPath.string_at("$.IsTruncated"),
+            },
+            result_path="$.data",
+        )
+        data.add_catch(self.failed, result_path="$.error")
+        hollow = sfn.Fail(
+            self,
+            "Hollow input prefix",
+            error="Dsjob.EmptyInput",
+            cause_path=sfn.JsonPath.format(
+                f"no data objects under s3://{self._input_bucket.bucket_name}/{{}}: only "
+                "empty objects or folder markers (0 bytes), nothing to fan out over",
+                sfn.JsonPath.string_at("$.job.inputPrefix"),
+            ),
+        )
         map_objects = self._map_objects()
         partitions = sfn.Pass(
             self,
@@ -320,10 +354,16 @@ class JobWorkflow(Construct):
         )
         commit.add_catch(self.failed, result_path="$.error")
         map_objects.next(partitions).next(reduce).next(commit).next(succeeded)
+        any_data = (
+            sfn.Choice(self, "Any data objects?")
+            .when(sfn.Condition.is_present("$.data.sizes[0]"), map_objects)
+            .when(sfn.Condition.boolean_equals("$.data.truncated", value=True), map_objects)
+            .otherwise(hollow)
+        )
         return listing.next(
             sfn.Choice(self, "Any input objects?")
             .when(sfn.Condition.number_equals("$.listing.count", 0), empty)
-            .otherwise(map_objects)
+            .otherwise(data.next(any_data))
         )
 
     def _map_objects(self) -> sfn.DistributedMap:

@@ -74,30 +74,40 @@ def _work_area(cfg: JobConfig, clients: Clients | None) -> WorkArea:
     return WorkArea(clients.s3, cfg.output.bucket, cfg.output.key, cfg.run_id)
 
 
+def _not_data(key: str, size: int) -> str:
+    """Why an object under the prefix is not mapped ("" for a data object)."""
+    name = key.rsplit("/", 1)[-1]
+    if not name:
+        return "folder marker"
+    if name.startswith((".", "_")):
+        return "hidden name"
+    return "zero-size object" if size == 0 else ""
+
+
 def data_objects(clients: Clients, prefix: S3Location) -> list[str]:
     """Keys of the data objects under `prefix`: size above 0, no folder markers or hidden names."""
     from dsjob.aws import aws_errors, translate  # noqa: PLC0415
 
-    keys, empty = [], 0
+    keys: list[str] = []
+    skipped = {"folder marker": 0, "hidden name": 0, "zero-size object": 0}
     try:
         pages = clients.s3.get_paginator("list_objects_v2").paginate(
             Bucket=prefix.bucket, Prefix=prefix.key
         )
         for page in pages:
             for obj in page.get("Contents", []):
-                name = obj["Key"].rsplit("/", 1)[-1]
-                if not name or name.startswith((".", "_")):
-                    continue
-                if obj["Size"] == 0:
-                    empty += 1
-                    continue
-                keys.append(obj["Key"])
+                kind = _not_data(obj["Key"], obj["Size"])
+                if kind:
+                    skipped[kind] += 1
+                else:
+                    keys.append(obj["Key"])
     except aws_errors() as exc:
         raise translate(exc, f"listing {prefix}", bucket=prefix.bucket) from exc
     if not keys:
-        skipped = f" ({empty} zero-size object{'s' * (empty != 1)} skipped)" if empty else ""
-        msg = f"no data objects under {prefix}{skipped}: nothing to fan out"
-        raise InputError(msg)
+        # The workflow fails the same prefix as Dsjob.EmptyInput (its data-object check).
+        seen = ", ".join(f"{n} {kind}{'s' * (n != 1)}" for kind, n in skipped.items() if n)
+        msg = f"no data objects under {prefix}{f' (skipped: {seen})' if seen else ''}"
+        raise InputError(msg + ": nothing to fan out")
     return sorted(keys)
 
 

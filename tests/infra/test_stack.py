@@ -409,6 +409,12 @@ def test_input_prefix_fans_out_map_reduce_commit(synth):
     assert states["Fan out?"]["Choices"][0]["Next"] == "List input prefix"
     assert states["Any input objects?"]["Choices"][0]["Next"] == "Empty input prefix"
     assert states["Empty input prefix"]["Error"] == "Dsjob.EmptyInput"
+    # Objects, but none with bytes (folder markers, empty objects): the same failure.
+    assert states["Any input objects?"]["Default"] == "List data objects"
+    data = states["List data objects"]
+    assert data["ResultSelector"]["sizes.$"] == "$.Contents[?(@.Size > 0)].Size"
+    assert states["Any data objects?"]["Default"] == "Hollow input prefix"
+    assert states["Hollow input prefix"]["Error"] == "Dsjob.EmptyInput"
     fan_out = states["Map objects"]
     assert fan_out["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
     assert fan_out["MaxConcurrency"] == 10

@@ -300,6 +300,19 @@ def test_empty_input_prefix_fails_with_a_clear_cause(emulated):
     assert emulated.tasks("fan-empty") == []
 
 
+def test_a_hollow_input_prefix_fails_as_empty_input_before_any_task(emulated):
+    """A folder marker and a 0-byte object only: Dsjob.EmptyInput naming the prefix; no task.
+
+    Without the data-object check the map would skip both items, and the reduce tasks
+    would fail Dsjob.Input for want of any map result.
+    """
+    _put(emulated, {"hollow/": b"", "hollow/2027-01.csv": b""})
+    result = emulated.run("fan-hollow", {"inputPrefix": "hollow/"})
+    assert (result["status"], result["error"]) == ("FAILED", "Dsjob.EmptyInput")
+    assert f"no data objects under s3://{emulated.bucket('input')}/hollow/" in result["cause"]
+    assert emulated.tasks("fan-hollow") == []
+
+
 def test_a_failing_reduce_shard_fails_the_run_with_its_own_error(emulated):
     """Partition 1 exits 3: the execution fails Dsjob.Input with that shard's status; no commit."""
     _put(emulated, {"red/a.csv": b"id\n1\n"})

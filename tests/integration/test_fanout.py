@@ -272,12 +272,15 @@ def test_a_file_left_by_a_killed_map_attempt_is_replaced(
 
 
 def test_an_empty_prefix_is_refused_naming_it(emulator: LocalServe) -> None:
-    """A prefix holding only zero-size objects fails (exit 3) before any task runs."""
+    """A hollow prefix (a folder marker, a 0-byte object) fails (exit 3) before any task runs."""
     from dsjob.aws import Clients  # noqa: PLC0415
 
+    s3(emulator).put_object(Bucket=IN, Key="raw/empty/", Body=b"")
     s3(emulator).put_object(Bucket=IN, Key="raw/empty/2027-01-a.csv", Body=b"")
     with pytest.raises(
-        InputError, match=r"no data objects under s3://dsjob-input/raw/empty/ \(1 zero-size"
+        InputError,
+        match=r"no data objects under s3://dsjob-input/raw/empty/ "
+        r"\(skipped: 1 folder marker, 1 zero-size object\): nothing to fan out",
     ) as caught:
         fanout.run_all(resolved(**{"run-id": "fan-6"}), Clients(), S3Location(IN, "raw/empty/"))
     assert caught.value.exit_code == 3
