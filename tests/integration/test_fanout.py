@@ -391,3 +391,24 @@ def test_each_fan_out_task_writes_its_own_status_object(
     )
     rows = {line.split()[0]: line.split()[1] for line in listing.stdout.splitlines()[1:]}
     assert rows == {"fan-9": "failed"}
+
+
+def test_reduce_counts_that_do_not_add_up_stop_the_commit(
+    emulator: LocalServe, tmp_path: Path
+) -> None:
+    """A reduce record whose counts disagree with the maps' stops the commit (exit 3)."""
+    seed_objects(emulator, tmp_path)
+    for name in ("a", "b", "c"):
+        in_process(
+            phase="map", **{"run-id": "fan-9", "input-key": f"raw/members/2027-01-{name}.csv"}
+        )
+    for k in range(P):
+        in_process(phase="reduce", partition=str(k), **{"run-id": "fan-9"})
+    key = "processed/_work/fan-9/reduce/part=0.json"
+    record = json.loads(s3(emulator).get_object(Bucket=OUT, Key=key)["Body"].read())
+    record["dropped"]["duplicate"] += 1  # a record no reduce task could have written
+    s3(emulator).put_object(Bucket=OUT, Key=key, Body=json.dumps(record).encode())
+    with pytest.raises(InputError, match="do not add up") as caught:
+        in_process(phase="commit", **{"run-id": "fan-9"})
+    assert caught.value.exit_code == 3
+    assert keys(emulator, "processed/manifests/") == []
