@@ -136,6 +136,23 @@ def test_local_run_mirror_leaves_outputs_on_disk(tmp_path: Path) -> None:
     assert names == sorted([f"{status['run_id']}.json", outputs[0].rsplit("/", 1)[-1]])
 
 
+def test_make_run_leaves_the_outputs_in_out(tmp_path: Path) -> None:
+    """`make run` (the README's first command) leaves the output and its manifest in ./out."""
+    shutil.copy(REPO / "Makefile", tmp_path / "Makefile")  # out/ lands beside it, not in REPO
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DSJOB_"))}
+    # -o setup: this venv is already set up; the copy has no scripts/ to run it with
+    proc = subprocess.run(
+        ["make", "-s", "-o", "setup", "run", f"VENV={DSJOB.parent.parent}", "ROWS=50"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    status = last_json(proc.stdout)
+    outputs = status["outputs"]
+    assert isinstance(outputs, list)
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == sorted([f"{status['run_id']}.json", outputs[0].rsplit("/", 1)[-1]])
+
+
 def test_readme_sample_summary_matches_a_real_run() -> None:
     """The README's sample summary shows the counts a default `dsjob local run` really gives."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT")}
