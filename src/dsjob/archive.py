@@ -1,4 +1,7 @@
-"""Safe extraction and reproducible building of package.tar.gz."""
+"""Safe extraction of package.tar.gz: every member checked before anything is written.
+
+Building the archive is :mod:`dsjob.pack`'s job.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from dsjob.errors import ConfigError, InputError, MissingObjectError, UnsafeArchiveError
-from dsjob.storage import sha256_file
+from dsjob.errors import InputError, MissingObjectError, UnsafeArchiveError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 __all__ = [
-    "EXCLUDED_NAMES",
-    "FIXED_MTIME",
     "MAX_DEPTH",
     "MAX_MEMBERS",
     "MAX_TOTAL_BYTES",
-    "build_package",
     "safe_extract",
 ]
 
@@ -34,25 +33,6 @@ MAX_MEMBERS = 10_000
 # Python packages nest a handful of levels; thousands make extraction quadratic
 # (every member re-walks its parents) and removal recursive, so refuse them up front.
 MAX_DEPTH = 32
-
-# 2000-01-01T00:00:00Z for every member: a constant (not SOURCE_DATE_EPOCH, not the
-# files' mtimes) so the same tree gives the same sha256 on every machine, and not 0
-# because some unpackers and zip-based tools mishandle dates before 1980.
-FIXED_MTIME = 946_684_800
-
-# Build debris that must never reach production or change the package's checksum.
-EXCLUDED_NAMES = frozenset(
-    {
-        "__pycache__",
-        ".ipynb_checkpoints",
-        ".git",
-        ".mypy_cache",
-        ".pytest_cache",
-        ".ruff_cache",
-        ".DS_Store",
-    }
-)
-EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 
 
 def safe_extract(
@@ -244,85 +224,3 @@ def _extract(
             keep = 0o755 if member.isdir() or member.mode & 0o111 else 0o644
             member.mode = (member.mode & keep) | stat.S_IRUSR | stat.S_IWUSR
     tar.extractall(root, members=members)  # noqa: S202 -- every member was checked above
-
-
-def _package_files(src_dir: Path) -> list[Path]:
-    """Every directory and file under src_dir that goes into the package, sorted."""
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(src_dir):
-        here = Path(dirpath)
-        # Pruning in place keeps os.walk out of excluded directories.
-        dirnames[:] = sorted(d for d in dirnames if d not in EXCLUDED_NAMES)
-        for dirname in dirnames:
-            if (here / dirname).is_symlink():
-                raise ConfigError(f"cannot pack symlinked directory {here / dirname}")
-        found.extend(here / d for d in dirnames)
-        found.extend(
-            here / f
-            for f in filenames
-            if f not in EXCLUDED_NAMES and not f.endswith(EXCLUDED_SUFFIXES)
-        )
-    return sorted(found, key=lambda p: p.relative_to(src_dir).as_posix())
-
-
-def _tarinfo(path: Path, arcname: str) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(arcname)
-    info.mtime = FIXED_MTIME
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    st = path.stat()  # follows symlinks: a linked file is packed as its content
-    if stat.S_ISDIR(st.st_mode):
-        info.type = tarfile.DIRTYPE
-        info.mode = 0o755
-    elif stat.S_ISREG(st.st_mode):
-        info.type = tarfile.REGTYPE
-        info.mode = 0o755 if st.st_mode & 0o111 else 0o644
-        info.size = st.st_size
-    else:
-        raise ConfigError(f"cannot pack {path}: not a regular file or directory")
-    return info
-
-
-def build_package(src_dir: Path, out: Path) -> str:
-    """Write a reproducible ``package.tar.gz`` of ``src_dir`` and return its sha256 hex.
-
-    The archive's top-level directory is ``src_dir``'s name, so extracting it into
-    the work dir makes ``from <name>.module import ...`` work. Members are sorted,
-    with mtime ``FIXED_MTIME``, uid/gid 0, empty owner names, modes 0755/0644, and
-    the gzip header carries no name and no timestamp: the same tree gives
-    byte-identical output (for the same zlib). ``EXCLUDED_NAMES`` and ``*.pyc``
-    are left out; file symlinks are packed as the file they point to.
-
-    Raises:
-        ConfigError: src_dir is not a directory, or holds something unpackable.
-    """
-    src = src_dir.resolve()
-    if not src.is_dir():
-        raise ConfigError(f"package source is not a directory: {src_dir}")
-    if out.resolve().is_relative_to(src):
-        raise ConfigError(f"package archive {out} must not be written inside {src_dir}")
-    top = src.name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
-    # filename="" and mtime=0 keep the gzip header free of the path and the clock.
-    with (
-        tmp.open("wb") as raw,
-        gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as gz,
-        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
-    ):
-        tar.addfile(_tarinfo(src, top))
-        for path in _package_files(src):
-            arcname = f"{top}/{path.relative_to(src).as_posix()}"
-            info = _tarinfo(path, arcname)
-            if info.isreg():
-                with path.open("rb") as handle:
-                    tar.addfile(info, handle)
-            else:
-                tar.addfile(info)
-    tmp.replace(out)
-    digest = sha256_file(out)
-    LOGGER.info(
-        "built package archive",
-        extra={"source": str(src), "archive": str(out), "sha256": digest},
-    )
-    return digest

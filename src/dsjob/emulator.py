@@ -154,7 +154,7 @@ def _upload_script(clients: Clients, script_dir: Path, tmp: Path) -> dict[str, s
     warn_unlocked_imports(script)
     package = find_package_dir(script_dir)
     if package is not None:
-        from dsjob.archive import build_package  # noqa: PLC0415
+        from dsjob.pack import build_package  # noqa: PLC0415
 
         archive = tmp / "package.tar.gz"
         build_package(package, archive)

@@ -15,9 +15,9 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from dsjob import archive
-from dsjob.archive import FIXED_MTIME, build_package, safe_extract
+from dsjob.archive import safe_extract
 from dsjob.errors import ConfigError, InputError, MissingObjectError, UnsafeArchiveError
-from dsjob.pack import pack, upload_pack
+from dsjob.pack import FIXED_MTIME, build_package, pack, upload_pack
 from tests.support import credentials
 
 if TYPE_CHECKING:

@@ -323,7 +323,8 @@ EXAMPLES = REPO / "examples"
 
 def test_example_script_runs_without_pyarrow(ctx: JobContext, tmp_path: Path) -> None:
     """examples/script.py + the packed examples/package clean the sample data with no pyarrow."""
-    from dsjob.archive import build_package, safe_extract  # noqa: PLC0415
+    from dsjob.archive import safe_extract  # noqa: PLC0415
+    from dsjob.pack import build_package  # noqa: PLC0415
     from dsjob.sample import write_members_csv  # noqa: PLC0415
 
     write_members_csv(ctx.input_path, 300, seed=7)
