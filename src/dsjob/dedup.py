@@ -19,14 +19,15 @@ if TYPE_CHECKING:
 
     import duckdb
 
-    from dsjob.processing import Counts, ProcessSettings
+    from dsjob.processing import ProcessSettings
+    from dsjob.scancount import Counts
 
 
 OUTPUT_FORMATS = ("parquet", "csv")
 
 
 class Counter(Protocol):
-    """Where the step's counts come from (see :class:`dsjob.processing.StepCounter`)."""
+    """Where the step's counts come from (see :class:`dsjob.scancount.StepCounter`)."""
 
     def scanned(self, con: duckdb.DuckDBPyConnection, cleaned: Cleaned) -> None:
         """Called right after the query that read the whole input, before any other query."""

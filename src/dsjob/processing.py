@@ -81,8 +81,9 @@ from dsjob.inference import (
     with_retyping,
 )
 from dsjob.limits import CGROUP_ROOT, cgroup_memory_limit, default_memory_limit, default_threads
+from dsjob.scancount import Counts, StepCounter, count_rows
 from dsjob.sniffing import MAX_COLUMNS
-from dsjob.sqltext import _quote_ident, _quote_str, _scalar, _translate
+from dsjob.sqltext import _quote_ident, _quote_str, _translate
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -147,63 +148,6 @@ class ProcessResult:
     dropped: dict[str, int]
     files: tuple[Path, ...]
     columns: dict[str, str]
-
-
-@dataclass(frozen=True)
-class Counts:
-    """What one scan of the input counted."""
-
-    rows_in: int
-    null_id: int
-    malformed: int
-
-    @property
-    def valid(self) -> int:
-        """Rows that survive cleaning before dedup."""
-        return self.rows_in - self.malformed - self.null_id
-
-
-class StepCounter:
-    """The step's counts: from the profile of the query that read a CSV, else a counting scan.
-
-    :func:`dedup_and_write` calls :meth:`scanned` right after its query over the
-    input; calling the counter then gives :class:`Counts` (computed once). When the
-    profile holds no usable counts, a counting scan (``pending``, a background one
-    already running, or :func:`count_rows` on a new cursor) gives them instead.
-    """
-
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Args: con: the step's connection."""
-        self.con = con
-        self.pending: Callable[[], Counts] | None = None
-        self._scan: tuple[int, int] | None = None
-        self._cleaned: Cleaned | None = None
-        self._found: Counts | None = None
-
-    def scanned(self, con: duckdb.DuckDBPyConnection, cleaned: Cleaned) -> None:
-        """Read the scan's counts from the profile of the query just run on ``con``."""
-        self._cleaned = cleaned
-        self._scan = None if cleaned.is_parquet else scancount.from_last_query(con, cleaned)
-
-    def __call__(self) -> Counts:
-        """Rows in, NULL ids and malformed rows of the input, as the last scan saw them."""
-        if self._found is None:
-            self._found = self._count()
-        return self._found
-
-    def _count(self) -> Counts:
-        if self.pending is not None:
-            return self.pending()
-        if self._cleaned is None:
-            raise RuntimeError("StepCounter called before the input was scanned")
-        if self._scan is None:
-            LOGGER.debug("no counts in the query profile; counting with a second scan")
-            return count_rows(self.con.cursor(), self._cleaned)
-        rows, valid = self._scan
-        malformed = scancount.malformed(self.con, self._cleaned)
-        if malformed:
-            LOGGER.warning("skipped malformed rows", extra={"malformed": malformed})
-        return Counts(rows_in=rows + malformed, null_id=rows - valid, malformed=malformed)
 
 
 def run_builtin(input_path: Path, output_dir: Path, settings: ProcessSettings) -> ProcessResult:
@@ -312,26 +256,6 @@ def connect(settings: ProcessSettings, temp_dir: Path) -> duckdb.DuckDBPyConnect
         con.execute("SET enable_progress_bar_print = false")
         settings.on_connect(con)
     return con
-
-
-def count_rows(con: duckdb.DuckDBPyConnection, cleaned: Cleaned) -> Counts:
-    """Rows in, rows with a NULL id and malformed rows, in one cheap scan on ``con``."""
-    if cleaned.id_column is None:
-        nulls = "0"
-    else:
-        q = _quote_ident(cleaned.id_column)
-        text = not cleaned.is_parquet or cleaned.raw[cleaned.id_column] == "VARCHAR"
-        test = f"NULLIF(trim({q}), '') IS NULL" if text else f"{q} IS NULL"
-        nulls = f"count(*) FILTER (WHERE {test})"
-    rejects = cleaned.skip_bad and not cleaned.is_parquet
-    row = con.execute(f"SELECT count(*), {nulls} FROM {cleaned.count_source()}").fetchall()
-    good, null_ids = (int(row[0][0]), int(row[0][1])) if row else (0, 0)
-    malformed = (
-        _scalar(con, "SELECT count(DISTINCT (scan_id, line)) FROM reject_errors") if rejects else 0
-    )
-    if malformed:
-        LOGGER.warning("skipped malformed rows", extra={"malformed": malformed})
-    return Counts(rows_in=good + malformed, null_id=null_ids, malformed=malformed)
 
 
 def _schema(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The step's counts read from DuckDB's profile of the query that scanned the input.
+"""The step's counts: from DuckDB's profile of the query that scanned the input, else a scan.
 
 The main query (dedup + write) already reads every row of a CSV input. With
 DuckDB's profiler on (no output, only per-operator row counts tracked), the
@@ -11,21 +11,27 @@ The plan shape is checked, not assumed: exactly one CSV scan, at most
 cardinality-preserving projections between it and the one filter above it, and
 that filter is an ``IS NOT NULL`` test naming no other column. Any other shape
 (a DuckDB version that pushes the filter into the scan, say) gives ``None`` and
-the caller counts with a scan.
+:class:`StepCounter` counts with :func:`count_rows`, one cheap scan.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dsjob.sqltext import _scalar
+from dsjob.sqltext import _quote_ident, _scalar
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import duckdb
 
     from dsjob.inference import Cleaned
+
+LOGGER = logging.getLogger(__name__)
 
 #: Only what the counts need, so the profiler adds no timing work per operator.
 _METRICS = "['operator.intermediate_rows', 'operator.type', 'operator.extra_info']"
@@ -104,3 +110,82 @@ def _scan_paths(node: dict[str, Any], above: list[dict[str, Any]]) -> list[list[
 
 def _rows(node: dict[str, Any]) -> int:
     return int(node.get("intermediate_rows", -1))
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What one scan of the input counted."""
+
+    rows_in: int
+    null_id: int
+    malformed: int
+
+    @property
+    def valid(self) -> int:
+        """Rows that survive cleaning before dedup."""
+        return self.rows_in - self.malformed - self.null_id
+
+
+class StepCounter:
+    """The step's counts: from the profile of the query that read a CSV, else a counting scan.
+
+    :func:`dedup_and_write` calls :meth:`scanned` right after its query over the
+    input; calling the counter then gives :class:`Counts` (computed once). When the
+    profile holds no usable counts, a counting scan (``pending``, a background one
+    already running, or :func:`count_rows` on a new cursor) gives them instead.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Args: con: the step's connection."""
+        self.con = con
+        self.pending: Callable[[], Counts] | None = None
+        self._scan: tuple[int, int] | None = None
+        self._cleaned: Cleaned | None = None
+        self._found: Counts | None = None
+
+    def scanned(self, con: duckdb.DuckDBPyConnection, cleaned: Cleaned) -> None:
+        """Read the scan's counts from the profile of the query just run on ``con``."""
+        self._cleaned = cleaned
+        self._scan = None if cleaned.is_parquet else from_last_query(con, cleaned)
+
+    def __call__(self) -> Counts:
+        """Rows in, NULL ids and malformed rows of the input, as the last scan saw them."""
+        if self._found is None:
+            self._found = self._count()
+        return self._found
+
+    def _count(self) -> Counts:
+        if self.pending is not None:
+            return self.pending()
+        if self._cleaned is None:
+            raise RuntimeError("StepCounter called before the input was scanned")
+        if self._scan is None:
+            LOGGER.debug("no counts in the query profile; counting with a second scan")
+            return count_rows(self.con.cursor(), self._cleaned)
+        rows, valid = self._scan
+        rejected = malformed(self.con, self._cleaned)
+        if rejected:
+            LOGGER.warning("skipped malformed rows", extra={"malformed": rejected})
+        return Counts(rows_in=rows + rejected, null_id=rows - valid, malformed=rejected)
+
+
+def count_rows(con: duckdb.DuckDBPyConnection, cleaned: Cleaned) -> Counts:
+    """Rows in, rows with a NULL id and malformed rows, in one cheap scan on ``con``."""
+    if cleaned.id_column is None:
+        nulls = "0"
+    else:
+        q = _quote_ident(cleaned.id_column)
+        text = not cleaned.is_parquet or cleaned.raw[cleaned.id_column] == "VARCHAR"
+        test = f"NULLIF(trim({q}), '') IS NULL" if text else f"{q} IS NULL"
+        nulls = f"count(*) FILTER (WHERE {test})"
+    rejects = cleaned.skip_bad and not cleaned.is_parquet
+    # The column is quoted and the source is built by Cleaned: no user text goes in raw.
+    query = f"SELECT count(*), {nulls} FROM {cleaned.count_source()}"  # noqa: S608
+    row = con.execute(query).fetchall()
+    good, null_ids = (int(row[0][0]), int(row[0][1])) if row else (0, 0)
+    rejected = (
+        _scalar(con, "SELECT count(DISTINCT (scan_id, line)) FROM reject_errors") if rejects else 0
+    )
+    if rejected:
+        LOGGER.warning("skipped malformed rows", extra={"malformed": rejected})
+    return Counts(rows_in=good + rejected, null_id=null_ids, malformed=rejected)
