@@ -27,16 +27,17 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from dsjob import stop
 from dsjob.context import JobContext, context_env
 from dsjob.errors import MissingObjectError, ScriptTimeoutError, UserCodeError
 from dsjob.reaper import CGROUP_ROOT, TAG_ENV, Reaper
+from dsjob.scriptoutputs import regular_outputs
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
+    from pathlib import Path
 
 LOGGER = logging.getLogger(__name__)
 SCRIPT_LOGGER = logging.getLogger("dsjob.script")
@@ -44,8 +45,6 @@ SCRIPT_LOGGER = logging.getLogger("dsjob.script")
 # ECS sends SIGKILL 30 s after SIGTERM; 20 s leaves time to report the failure.
 DEFAULT_GRACE_S = 20.0
 STDERR_TAIL_LINES = 10
-# Deeper output trees are refused before anything walks them recursively.
-MAX_OUTPUT_DEPTH = 32
 # Short enough that a stop request or the grace deadline is noticed promptly.
 _POLL_S = 0.1
 # A line without a newline (a \r progress bar) is logged in pieces of this size.
@@ -201,49 +200,6 @@ def _start(
             if fd is not None:
                 os.close(fd)
     return proc
-
-
-def regular_outputs(output_dir: Path, name: str) -> list[Path]:
-    """Every file under ``output_dir``, sorted; refuses links, specials and deep trees.
-
-    Outputs are published as regular files: a symlink (``report.txt -> /etc/passwd``)
-    would publish or overwrite whatever it points at. The walk is iterative, so a
-    deep tree cannot exhaust the stack.
-
-    Args:
-        output_dir: the script's output directory.
-        name: the script's name, for the message.
-
-    Raises:
-        UserCodeError: naming the first offending path relative to ``output_dir``.
-    """
-    files: list[Path] = []
-    pending = [(output_dir, 0)]
-    while pending:
-        folder, depth = pending.pop()
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                path = Path(entry.path)
-                rel = path.relative_to(output_dir).as_posix()
-                if entry.is_symlink():
-                    raise UserCodeError(
-                        f"{name} left a symlink in its output dir: {rel} -> "
-                        f"{path.readlink()}; outputs must be regular files"
-                    )
-                if entry.is_dir(follow_symlinks=False):
-                    if depth + 1 >= MAX_OUTPUT_DEPTH:
-                        raise UserCodeError(
-                            f"{name} nested its output dir deeper than {MAX_OUTPUT_DEPTH} "
-                            f"levels at {rel}"
-                        )
-                    pending.append((path, depth + 1))
-                elif entry.is_file(follow_symlinks=False):
-                    files.append(path)
-                else:
-                    raise UserCodeError(
-                        f"{name} left {rel} in its output dir, which is not a regular file"
-                    )
-    return sorted(files)
 
 
 def _child_env(ctx: JobContext, extra_env: Mapping[str, str] | None, tag: str) -> dict[str, str]:

@@ -16,13 +16,14 @@ from pathlib import Path
 import pytest
 
 from dsjob.context import JobContext
-from dsjob.custom import MAX_OUTPUT_DEPTH, ScriptResult, run_script
+from dsjob.custom import ScriptResult, run_script
 from dsjob.errors import (
     MissingObjectError,
     ScriptTimeoutError,
     UserCodeError,
 )
 from dsjob.reaper import CGROUP_ROOT, Reaper
+from dsjob.scriptoutputs import MAX_OUTPUT_DEPTH
 from dsjob.workdir import remove_tree
 from tests.support.paths import REPO
 

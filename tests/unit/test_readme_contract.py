@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from dsjob import archive, custom, history, lease, orphans, processing
+from dsjob import archive, history, lease, orphans, processing, scriptoutputs
 from dsjob.errors import ExitCode
 from dsjob.schedule import tick_run_id
 from tests.support.paths import REPO
@@ -46,7 +46,7 @@ def test_exit_code_table_marks_only_transient_as_retried() -> None:
         (processing.SAMPLE_ROWS, "first {:,} rows"),
         (archive.MAX_MEMBERS, "at most {:,} members"),
         (archive.MAX_DEPTH, "{} path levels"),
-        (custom.MAX_OUTPUT_DEPTH, "more than {} levels deep"),
+        (scriptoutputs.MAX_OUTPUT_DEPTH, "more than {} levels deep"),
     ],
 )
 def test_readme_quotes_the_limits_the_code_enforces(limit: int, phrase: str) -> None:
