@@ -203,7 +203,7 @@ class JobWorkflow(Construct):
 
         # The synth-time prefix is the SSM output-prefix parameter this stack writes.
         # A single run's status object, and the folder of a fan-out's per-task ones
-        # (dsjob's runner.status_key: <prefix>status/<run-id>/<task>.json).
+        # (dsjob's status.status_key: <prefix>status/<run-id>/<task>.json).
         default_prefix = status(
             "Status key (parameter prefix)",
             sfn.JsonPath.format(f"{self._settings.output_prefix}status/{{}}.json", run_id),

@@ -283,7 +283,7 @@ def _status(exc: BaseException, *, usage: str = "") -> dict[str, Any]:
     click's `Error: <message>` line.
     """
     from dsjob import logs  # noqa: PLC0415
-    from dsjob.runner import failure_status  # noqa: PLC0415
+    from dsjob.status import failure_status  # noqa: PLC0415
 
     status = failure_status(exc, run_id=_RUN.get("run_id"))
     bug = None if isinstance(exc, DsjobError) else exc

@@ -72,7 +72,7 @@ def workflow_error(exc: BaseException, run_id: str | None) -> WorkflowError:
     An exception that is no DsjobError is an internal error (exit 1), as at the CLI edge.
     """
     code = exc.exit_code if isinstance(exc, DsjobError) else ExitCode.INTERNAL
-    from dsjob.runner import failure_status  # noqa: PLC0415 - runner pulls in the job
+    from dsjob.status import failure_status  # noqa: PLC0415 - keeps the cold start light
 
     return WORKFLOW_ERRORS[code](json.dumps(failure_status(exc, run_id=run_id)))
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 
-from dsjob.runner import status_key
+from dsjob.status import status_key
 from tests.support import credentials
 from tests.support.paths import REPO
 from tests.support.ports import free_port

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from dsjob import config
-from dsjob.runner import status_key, task_name
+from dsjob.status import status_key, task_name
 
 if TYPE_CHECKING:
     from tests.infra.conftest import Synth
