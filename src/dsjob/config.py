@@ -165,6 +165,8 @@ def _build(  # noqa: C901, PLR0912, PLR0915 - one check per parameter, flat on p
     local_mode: bool,
     empty: str | None = None,
 ) -> JobConfig:
+    # `raw` holds every parameter that has a default (resolve fills it from PARAMS),
+    # so defaults are read as raw[name] here and never restated.
     missing: list[str] = []
     for name in ("input-bucket", "output-bucket", "artifact-bucket"):
         if name in raw:
@@ -186,7 +188,7 @@ def _build(  # noqa: C901, PLR0912, PLR0915 - one check per parameter, flat on p
     inp: Location | None = None
     if "input" in raw:
         inp = _location("input", raw["input"], problems)
-    elif raw.get("phase", "").lower() in ("reduce", "commit"):
+    elif raw["phase"].lower() in ("reduce", "commit"):
         # A fan-out's reduce and commit read the run's work files, not an input object.
         inp = S3Location(raw.get("input-bucket", ""), raw.get("input-key", ""))
     else:
@@ -194,7 +196,7 @@ def _build(  # noqa: C901, PLR0912, PLR0915 - one check per parameter, flat on p
         if "input-bucket" in raw and "input-key" in raw:
             inp = S3Location(raw["input-bucket"], raw["input-key"])
 
-    output_prefix = validate.output_prefix(raw.get("output-prefix", ""), problems)
+    output_prefix = validate.output_prefix(raw["output-prefix"], problems)
     out: S3Location | Path | None = None
     if "output-dir" in raw:
         out = Path(raw["output-dir"]).expanduser()
@@ -203,13 +205,13 @@ def _build(  # noqa: C901, PLR0912, PLR0915 - one check per parameter, flat on p
     else:
         missing.append("output-bucket")
 
-    if not local_mode and "artifact-bucket" not in raw and "artifact-bucket" not in missing:
+    if not local_mode and "artifact-bucket" not in raw:
         missing.append("artifact-bucket")
     model, script, package, transform = (
         artifact(n) for n in ("model", "script", "package", "transform")
     )
 
-    fmt = raw.get("output-format", "parquet").lower()
+    fmt = raw["output-format"].lower()
     if fmt not in OUTPUT_FORMATS:
         problems.append(f"output-format must be one of {', '.join(OUTPUT_FORMATS)}, got {fmt!r}")
     formats = ("parquet", "csv") if fmt == "both" else (fmt,)
@@ -217,16 +219,14 @@ def _build(  # noqa: C901, PLR0912, PLR0915 - one check per parameter, flat on p
     threads = (
         validate.threads(_int(raw, "threads", problems, minimum=1)) if "threads" in raw else None
     )
-    timeout = validate.seconds(
-        "script-timeout", raw.get("script-timeout", "3600"), problems, default=3600.0
-    )
+    timeout = validate.seconds("script-timeout", raw["script-timeout"], problems, default=3600.0)
     memory = validate.memory_limit(raw["memory-limit"], problems) if "memory-limit" in raw else None
     if "dataset" in raw:
         validate.dataset(raw["dataset"], problems)
-    policy = raw.get("on-bad-rows", "fail").lower()
+    policy = raw["on-bad-rows"].lower()
     if policy not in BAD_ROW_POLICIES:
         problems.append(f"on-bad-rows must be fail or skip, got {policy!r}")
-    phase = raw.get("phase", "single").lower()
+    phase = raw["phase"].lower()
     if phase not in PHASES:
         problems.append(f"phase must be one of {', '.join(PHASES)}, got {phase!r}")
     partitions = _int(raw, "partitions", problems, minimum=1)
@@ -269,7 +269,7 @@ def _build(  # noqa: C901, PLR0912, PLR0915 - one check per parameter, flat on p
         output_formats=formats,
         keep_outputs=keep,
         dataset=dataset,
-        id_column=raw.get("id-column", "id"),
+        id_column=raw["id-column"],
         on_bad_rows=policy,
         script_timeout=timeout,
         memory_limit=memory,
@@ -286,7 +286,7 @@ def _build(  # noqa: C901, PLR0912, PLR0915 - one check per parameter, flat on p
 
 
 def _int(raw: Mapping[str, str], name: str, problems: list[str], *, minimum: int) -> int:
-    value = raw.get(name, str(minimum))
+    value = raw[name]
     try:
         number = int(value)
     except ValueError:
