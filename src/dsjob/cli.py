@@ -241,7 +241,7 @@ def sample(*, output: Path, rows: int, seed: int) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one return per outcome
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `dsjob` console script: run a command, map errors to exit codes."""
     _RUN.clear()
     try:
@@ -252,12 +252,10 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
         return int(ExitCode.CONFIG)
     except click.ClickException as exc:
         return _fail(DsjobError(exc.format_message()))
-    except click.Abort:
+    except (click.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort; not in completion
         return _fail(InterruptedRunError("interrupted; stopped without publishing"))
     except DsjobError as exc:
         return _fail(exc)
-    except KeyboardInterrupt:
-        return _fail(InterruptedRunError("interrupted; stopped without publishing"))
     except Exception as exc:  # noqa: BLE001 - a bug: reported with its traceback, exit 1
         return _fail(exc)
     return result if isinstance(result, int) else 0

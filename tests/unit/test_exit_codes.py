@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
 import signal
 import sys
+import tarfile
+import threading
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -111,11 +115,169 @@ def test_unexpected_exception_exits_1_with_traceback_and_status(
 
 
 def test_unknown_flag_exits_2_with_a_status_line(capsys: pytest.CaptureFixture[str]) -> None:
-    """A usage error (an unknown flag) returns 2 and still prints the JSON status line."""
+    """A usage error (an unknown flag) returns 2: usage on stderr, only the status on stdout."""
     code = cli.main(["run", "--no-such-flag"])
     out, err = capsys.readouterr()
-    status = json.loads(out.strip().splitlines()[-1])
+    (line,) = out.strip().splitlines()
+    status = json.loads(line)
     assert code == 2
-    assert (status["status"], status["exit_code"]) == ("failed", 2)
-    assert "no-such-flag" in status["error"]
-    assert "Usage:" in err
+    assert status == {
+        "status": "failed",
+        "exit_code": 2,
+        "error": "No such option '--no-such-flag'.",
+    }
+    assert err == "Usage: dsjob run [OPTIONS]\nError: No such option '--no-such-flag'.\n"
+
+
+def _tar_escaping(path: Path) -> Path:
+    """A package.tar.gz whose one member climbs out of the destination."""
+    with tarfile.open(path, "w:gz") as tar:
+        member = tarfile.TarInfo("../evil.py")
+        member.size = 1
+        tar.addfile(member, io.BytesIO(b"x"))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "error"),
+    [
+        ("malformed", 3, "malformed CSV at line 2"),
+        ("unsafe-archive", 3, "unsafe member in package archive: '../evil.py'"),
+        ("script-timeout", 4, "slow.py timed out after 0.3 s and was stopped"),
+        ("out-of-memory", 6, "DuckDB ran out of memory"),
+    ],
+)
+def test_each_failure_class_exits_with_its_code_and_status(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, code: int, error: str
+) -> None:
+    """Bad data, an unsafe package, a slow script and DuckDB's OOM each give their own code."""
+    slow = tmp_path / "slow.py"
+    slow.write_text("import time\ntime.sleep(30)\n")
+    # A list aggregate cannot spill: 3 M rows of it overflow DuckDB's 64 MiB floor.
+    sql = tmp_path / "t.sql"
+    sql.write_text("SELECT 1 AS id, list(repeat('x', 100)) AS l FROM range(3000000)\n")
+    (tmp_path / "people.csv").write_text(
+        'id,name\n1,"Ann\n2,Bob\n' if case == "malformed" else "id\n1\n"
+    )
+    extra = {
+        "malformed": (),
+        "unsafe-archive": (
+            "--package",
+            str(_tar_escaping(tmp_path / "p.tar.gz")),
+            "--script",
+            str(slow),
+        ),
+        "script-timeout": ("--script", str(slow), "--script-timeout", "0.3"),
+        "out-of-memory": ("--transform", str(sql), "--memory-limit", "64MiB", "--threads", "1"),
+    }[case]
+    got, status, err = _run(tmp_path, capsys, *extra)
+    assert got == code
+    assert (status["status"], status["exit_code"], status["run_id"]) == ("failed", code, "r1")
+    assert status["error"].startswith(error)
+    assert err.splitlines()[-1] == f"Error: {status['error']}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unreachable_endpoint_exits_5_naming_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused connection to AWS is transient: exit 5, the only code worth a retry."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # discard port: nothing listens
+    argv = ["--input-bucket", "a", "--input-key", "b.csv", "--output-bucket", "c"]
+    code = cli.main(["run", *argv, "--artifact-bucket", "d", "--log-format", "json"])
+    out, _ = capsys.readouterr()
+    status = json.loads(out.strip().splitlines()[-1])
+    assert (code, status["exit_code"]) == (5, 5)
+    assert "connection failed after retries" in status["error"]
+    assert "http://127.0.0.1:9" in status["error"]
+
+
+@pytest.fixture
+def exits(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """os._exit's codes, raised as SystemExit so pytest survives what ends a real process.
+
+    The real process exits are tested through the CLI in tests/integration (test_cli's
+    Ctrl-C, test_stop's SIGTERM); this keeps the exit edge visible to `make mutation`.
+    """
+    codes: list[object] = []
+
+    def record(code: object) -> None:
+        codes.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(os, "_exit", record)
+    return codes
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "error"),
+    [
+        (signal.SIGINT, 130, "interrupted (Ctrl-C)"),
+        (signal.SIGTERM, 143, "received SIGTERM"),
+    ],
+)
+def test_a_signal_during_the_run_exits_at_once_with_its_code(  # noqa: PLR0917 - fixtures
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    exits: list[object],
+    signum: signal.Signals,
+    code: int,
+    error: str,
+) -> None:
+    """SIGINT/SIGTERM sent by the user's script stop the run: 130/143, status, nothing published."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import os, pathlib\n"
+        "pathlib.Path(os.environ['DSJOB_OUTPUT_DIR'], 'o.csv').write_text('id\\n1\\n')\n"
+        f"os.kill({os.getpid()}, {int(signum)})\n"
+    )
+    with pytest.raises(SystemExit):
+        _run(tmp_path, capsys, "--script", str(script))
+    out, err = capsys.readouterr()
+    status = json.loads(out.strip().splitlines()[-1])
+    assert exits == [code]
+    assert (status["exit_code"], status["run_id"]) == (code, "r1")
+    assert status["error"].startswith(error)
+    assert status["error"].endswith("stopped without publishing")
+    assert err.splitlines()[-1] == f"Error: {status['error']}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_outside_a_run_exits_130(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    exits: list[object],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C in a command without the run's handlers (health, blocked on its SBOM) exits 130."""
+    fifo = tmp_path / "sbom.fifo"
+    os.mkfifo(fifo)  # opening it blocks until the signal: no race with the command's start
+    monkeypatch.setenv("DSJOB_SBOM_FILE", str(fifo))
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(SystemExit):
+            cli.main(["health"])
+    finally:
+        timer.cancel()
+    out, _ = capsys.readouterr()
+    status = json.loads(out.strip().splitlines()[-1])
+    assert exits == [130]
+    assert status == {
+        "status": "failed",
+        "exit_code": 130,
+        "error": "interrupted; stopped without publishing",
+    }
+
+
+def test_an_unhealthy_image_exits_1_without_an_exception(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`dsjob health` returns its own 1 when a locked version differs from the installed one."""
+    lock = tmp_path / "requirements.lock"
+    lock.write_text("duckdb==0.0.1\n")
+    code = cli.main(["health", "--lock", str(lock)])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "FAIL" in out
+    assert err.startswith("Error: unhealthy: ")
