@@ -3,5 +3,5 @@ MODULES ?=
 
 .PHONY: mutation
 
-mutation: setup ## Mutate publish/config/errors/archive/custom/cli-exit with mutmut; survivors to bench/mutation.md (MODULES="archive errors")
+mutation: setup ## Mutate the contract modules (scripts/mutation.py lists them) with mutmut; survivors to bench/mutation.md (MODULES="config cli")
 	@$(PY) scripts/mutation.py $(MODULES)

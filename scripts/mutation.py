@@ -30,15 +30,22 @@ REPORT = REPO / "bench" / "mutation.md"
 # module -> the fast tests that state its contract
 MODULES: dict[str, list[str]] = {
     "archive": ["tests/unit/test_archive.py"],
+    "pack": ["tests/unit/test_archive.py"],
     "errors": ["tests/unit/test_errors.py"],
     "custom": ["tests/unit/test_custom.py"],
+    "scriptoutputs": ["tests/unit/test_custom.py"],
     "publish": [
         "tests/unit/test_publish.py",
         "tests/unit/test_publish_contract.py",
         "tests/unit/test_stop.py",
     ],
     # The rest of the publish contract: what is committed, kept and deleted.
-    "history": ["tests/unit/test_publish.py", "tests/unit/test_publish_contract.py"],
+    "history": [
+        "tests/unit/test_history.py",
+        "tests/unit/test_publish.py",
+        "tests/unit/test_publish_contract.py",
+        "tests/integration/test_pointer_s3.py",
+    ],
     "commit": [
         "tests/unit/test_publish.py",
         "tests/unit/test_publish_contract.py",
@@ -54,19 +61,29 @@ MODULES: dict[str, list[str]] = {
     "lease": ["tests/unit/test_lease.py", "tests/unit/test_publish.py", "tests/unit/test_stop.py"],
     # Against one moto server that every mutant shares, so one mutant at a time.
     "s3store": ["tests/integration/test_s3store.py"],
-    "config": ["tests/unit/test_config.py", "tests/unit/test_preflight.py"],
+    "config": [
+        "tests/unit/test_config.py",
+        "tests/unit/test_resolve.py",
+        "tests/unit/test_preflight.py",
+        # read_parameters against real SSM; each test process starts its own moto server
+        "tests/integration/test_ssm_parameters.py",
+    ],
     "cli": ["tests/unit/test_exit_codes.py"],
 }
 # Extra pytest arguments per module. The setsid-escape tests leave orphans that
 # mutmut's own process pool would reap as unknown workers (and crash), so they
 # stay out; tests/unit/test_custom.py and the integration tests cover them.
-PYTEST_ARGS: dict[str, list[str]] = {"custom": ["-k", "not grandchild"]}
+PYTEST_ARGS: dict[str, list[str]] = {
+    "custom": ["-k", "not grandchild"],
+    "scriptoutputs": ["-k", "not grandchild"],
+}
 KEEP = REPO / ".cache" / "mutation"
 # Modules whose tests need the moto server: one `dsjob local serve` for all their mutants.
 SHARED_EMULATOR = frozenset({"s3store"})
 # Only these functions of a module count (the CLI's exit-code edge, not its help text).
 FOCUS: dict[str, tuple[str, ...]] = {"cli": ("x_main__", "x__fail__", "x__status__")}
-# Survivors known to be equivalent: (module, a substring of the mutated line) -> reason.
+# Survivors known to be equivalent: (module, a substring of the original line, or "+"
+# and a substring of the mutated one) -> reason.
 EQUIVALENT: dict[tuple[str, str], str] = {
     ("archive", 'use_data_filter=hasattr(tarfile, "data_filter")'): (
         "which extraction path runs is not observable: both give the same tree (tested on both)"
@@ -78,12 +95,12 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "unreachable: the header checks are stricter than the data filter, so no FilterError"
     ),
     ("archive", 'tarfile.open(archive, "r:*")'): "tarfile's default mode 'r' is 'r:*'",
-    ("archive", "format=tarfile.PAX_FORMAT"): "PAX is tarfile's DEFAULT_FORMAT",
-    ("archive", "compresslevel=9"): "9 is GzipFile's default compresslevel",
+    ("pack", "format=tarfile.PAX_FORMAT"): "PAX is tarfile's DEFAULT_FORMAT",
+    ("pack", "compresslevel=9"): "9 is GzipFile's default compresslevel",
     ("archive", "tar.extractall(root, members=members"): (
         "every member was checked, so extracting the checked list or all members is the same"
     ),
-    ("archive", "return sorted(found, key="): (
+    ("pack", "return sorted(found, key="): (
         "any fixed order keeps the archive reproducible, which is the contract"
     ),
     ("archive", "member.uid = member.gid"): (
@@ -117,6 +134,54 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("publish", '"earlier outputs kept"'): "rewords an error; its class and names stay",
     ("publish", 'manifest.get("outputs", [])'): (
         "every manifest dsjob writes (format 1) has an outputs list"
+    ),
+    ("config", "out: S3Location | Path | None = None"): (
+        "every path that leaves the output unset records a missing parameter, which raises"
+    ),
+    ("config", "inp: Location | None = None"): (
+        "every path that leaves the input unset records a missing parameter, which raises"
+    ),
+    ("config", "if problems or inp is None or out is None:"): (
+        "an unset input or output always comes with a problem recorded, so it raises either way"
+    ),
+    ("config", "default=3600.0"): (
+        "the fallback comes back only with a problem recorded, and a problem always raises"
+    ),
+    ("config", "number = minimum - 1"): "any value below the minimum records the same problem",
+    ("config", 'location.key.rsplit("/", 1)[-1]'): (
+        "the last piece of a split from the right is the same for any number of splits"
+    ),
+    ("config", "paginate(Path=prefix, Recursive=False"): (
+        "Recursive defaults to false in GetParametersByPath (SSM API Reference), moto too"
+    ),
+    ("config", 'page.get("Parameters", [])'): (
+        "every GetParametersByPath page carries a Parameters list, empty when nothing matches"
+    ),
+    ("config", '("ssm", ssm_values.get(param.name) if param.ssm else None)'): (
+        "a per-run name found in SSM is always a problem, so whether its value was taken is unseen"
+    ),
+    (
+        "history",
+        "json.dumps(body, indent=2)",
+    ): "the pointer's indentation is layout; readers parse it",
+    ("history", "json.dumps(pointer, indent=2)"): (
+        "the pointer's indentation is layout; readers parse it"
+    ),
+    (
+        "history",
+        'str(r.get("committed_at", ""))',
+    ): "every history entry dsjob writes has committed_at",
+    ("history", 'manifest.get("outputs", [])'): "every manifest dsjob writes has an outputs list",
+    ("history", 'if newest["run_id"] != run_id:'): "decides only whether a log line is written",
+    ("cli", "+standalone_mode=None"): "None and False are both 'not standalone' to click",
+    ("cli", "except click.ClickException as exc:"): (
+        "no dsjob command raises a ClickException that is not a UsageError (no click.File)"
+    ),
+    ("cli", "return _fail(DsjobError(exc.format_message()))"): (
+        "no dsjob command raises a ClickException that is not a UsageError (no click.File)"
+    ),
+    ("cli", "return result if isinstance(result, int) else 0"): (
+        "every command returns an int and click answers Exit with its int code: never a non-int"
     ),
 }
 _STATUS = {0: "survived", 5: "no tests", 33: "no tests", 36: "timeout", 24: "timeout"}
@@ -229,7 +294,9 @@ def _survivors(module: str) -> tuple[int, list[dict[str, str]]]:
             else:
                 kind, reason = _STATUS[code], ""
                 for (mod, needle), why in EQUIVALENT.items():
-                    if mod == module and any(needle in ln for ln in minus):
+                    # A needle starting with "+" names the mutated line, else the original.
+                    lines = plus if needle.startswith("+") else minus
+                    if mod == module and any(needle.removeprefix("+") in ln for ln in lines):
                         kind, reason = "equivalent", why
             found.append(
                 {"name": name, "kind": kind, "reason": reason, "diff": "\n".join(minus + plus)}
