@@ -174,7 +174,12 @@ def test_each_failure_class_exits_with_its_code_and_status(
     assert got == code
     assert (status["status"], status["exit_code"], status["run_id"]) == ("failed", code, "r1")
     assert status["error"].startswith(error)
-    assert err.splitlines()[-1] == f"Error: {status['error']}"
+    record = json.loads(err.splitlines()[-1])  # JSON logs: the error is one record
+    assert (record["level"], record["message"], record["exit_code"]) == (
+        "error",
+        status["error"],
+        status["exit_code"],
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -239,7 +244,12 @@ def test_a_signal_during_the_run_exits_at_once_with_its_code(  # noqa: PLR0917 -
     assert (status["exit_code"], status["run_id"]) == (code, "r1")
     assert status["error"].startswith(error)
     assert status["error"].endswith("stopped without publishing")
-    assert err.splitlines()[-1] == f"Error: {status['error']}"
+    record = json.loads(err.splitlines()[-1])  # JSON logs: the error is one record
+    assert (record["level"], record["message"], record["exit_code"]) == (
+        "error",
+        status["error"],
+        status["exit_code"],
+    )
     assert not (tmp_path / "out").exists()
 
 
