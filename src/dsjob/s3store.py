@@ -19,7 +19,8 @@ the stored object's checksum themselves:
   part bytes it stored. So on moto the HEAD value is the only check, and it is real.
 
 boto3's transfer manager cannot send ``If-None-Match`` (it is not among its
-allowed upload arguments), hence the small hand-rolled multipart upload here.
+allowed upload arguments), hence the small hand-rolled multipart upload in
+:mod:`dsjob.multipart`.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from dsjob import multipart
 from dsjob.aws import aws_errors, translate
 from dsjob.errors import ConfigError, ConflictError, MissingObjectError, TransientError
 from dsjob.storage import MAX_CONCURRENCY, MULTIPART_CHUNKSIZE, Blob, Listed, ObjectInfo, Progress
@@ -161,72 +162,15 @@ class S3Store:
         if digests.part_size != self.part_size:  # pragma: no cover - publish digests with ours
             msg = f"digests of {path} use {digests.part_size}-byte parts, not {self.part_size}"
             raise ValueError(msg)
-        upload_id = self._call(
-            what,
-            key,
-            self._s3.create_multipart_upload,
-            Bucket=self.bucket,
-            Key=key,
-            Metadata=dict(metadata),
-            ChecksumAlgorithm="CRC32",
-            ChecksumType="FULL_OBJECT",
-        )["UploadId"]
-        progress = Progress(f"upload {self.uri(key)}", digests.size, enabled=self._progress)
-
-        def part(index: int) -> dict[str, Any]:
-            with path.open("rb") as handle:
-                handle.seek(index * self.part_size)
-                body = handle.read(self.part_size)
-            sent = digests.part_crc32s[index]
-            answer = self._call(
-                what,
-                key,
-                self._s3.upload_part,
-                Bucket=self.bucket,
-                Key=key,
-                UploadId=upload_id,
-                PartNumber=index + 1,
-                Body=body,
-                ChecksumCRC32=sent,
-            )
-            progress(len(body))
-            return {"PartNumber": index + 1, "ETag": answer["ETag"], "ChecksumCRC32": sent}
-
-        pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="dsjob-part")
-        try:
-            futures = [pool.submit(part, i) for i in range(len(digests.part_crc32s))]
-            pending = set(futures)
-            while pending:  # wait in Python, so that a stop request is seen within 0.2 s
-                _, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
-                self._checkpoint()
-                if any(f.done() and f.exception() for f in futures):
-                    break
-            parts = [f.result() for f in futures]
-            self._call(
-                what,
-                key,
-                self._s3.complete_multipart_upload,
-                Bucket=self.bucket,
-                Key=key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
-                ChecksumCRC32=digests.crc32,
-                ChecksumType="FULL_OBJECT",
-                MpuObjectSize=digests.size,
-                IfNoneMatch="*",
-            )
-        except BaseException:
-            # Do not wait for parts still on the wire: abort, and the upload is gone.
-            pool.shutdown(wait=False, cancel_futures=True)
-            self._abort(key, upload_id)
-            raise
-        pool.shutdown()
-
-    def _abort(self, key: str, upload_id: str) -> None:
-        try:
-            self._s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-        except aws_errors():  # the bucket's AbortIncompleteMultipartUpload rule is the backstop
-            LOGGER.warning("could not abort a multipart upload", extra={"key": key})
+        multipart.upload(
+            multipart.Target(self._s3, self.bucket, key, self._call),
+            path,
+            metadata,
+            digests,
+            concurrency=self._concurrency,
+            progress=Progress(f"upload {self.uri(key)}", digests.size, enabled=self._progress),
+            checkpoint=self._checkpoint,
+        )
 
     def create_bytes(self, key: str, data: bytes, content_type: str) -> None:
         """PUT a small object only if `key` is free (S3 checks the CRC32 botocore sends)."""
