@@ -61,6 +61,7 @@ MODULES: dict[str, list[str]] = {
     "lease": ["tests/unit/test_lease.py", "tests/unit/test_publish.py", "tests/unit/test_stop.py"],
     # Against one moto server that every mutant shares, so one mutant at a time.
     "s3store": ["tests/integration/test_s3store.py"],
+    "multipart": ["tests/integration/test_s3store.py"],
     "config": [
         "tests/unit/test_config.py",
         "tests/unit/test_resolve.py",
@@ -79,7 +80,7 @@ PYTEST_ARGS: dict[str, list[str]] = {
 }
 KEEP = REPO / ".cache" / "mutation"
 # Modules whose tests need the moto server: one `dsjob local serve` for all their mutants.
-SHARED_EMULATOR = frozenset({"s3store"})
+SHARED_EMULATOR = frozenset({"s3store", "multipart"})
 # Only these functions of a module count (the CLI's exit-code edge, not its help text).
 FOCUS: dict[str, tuple[str, ...]] = {"cli": ("x_main__", "x__fail__", "x__status__")}
 # Survivors known to be equivalent: (module, a substring of the original line, or "+"
