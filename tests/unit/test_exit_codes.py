@@ -263,6 +263,9 @@ def test_ctrl_c_outside_a_run_exits_130(
     fifo = tmp_path / "sbom.fifo"
     os.mkfifo(fifo)  # opening it blocks until the signal: no race with the command's start
     monkeypatch.setenv("DSJOB_SBOM_FILE", str(fifo))
+    # Ctrl-C's own handler, also where SIGINT is ignored (a shell's background job,
+    # nohup); the autouse fixture puts the previous one back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:
