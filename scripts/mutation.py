@@ -185,7 +185,15 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "every command returns an int and click answers Exit with its int code: never a non-int"
     ),
 }
-_STATUS = {0: "survived", 5: "no tests", 33: "no tests", 36: "timeout", 24: "timeout"}
+# mutmut's exit code per mutant; None: never run (mutmut stopped early), never "killed".
+_STATUS: dict[int | None, str] = {
+    0: "survived",
+    5: "no tests",
+    33: "no tests",
+    36: "timeout",
+    24: "timeout",
+    None: "not run",
+}
 
 
 def _run_mutmut(module: str, tests: list[str]) -> float:
