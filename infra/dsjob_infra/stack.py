@@ -37,6 +37,9 @@ FEATURE_FLAGS = {
     "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": True,
     # Grant ecs:RunTask on this task definition revision only, not the whole family.
     "@aws-cdk/aws-stepfunctions-tasks:fixRunEcsTaskPolicy": True,
+    # Render the distributed map's ResultWriter from ResultWriterV2 (ResultWriter is
+    # deprecated in aws-cdk-lib 2.x); without the flag CDK drops result_writer_v2.
+    "@aws-cdk/aws-stepfunctions:useDistributedMapResultWriterV2": True,
 }
 
 

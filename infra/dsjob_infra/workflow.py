@@ -384,7 +384,9 @@ class JobWorkflow(Construct):
             tolerated_failure_percentage=0,
             map_execution_type=sfn.StateMachineType.STANDARD,
             # Child results go to S3, not into the 256 KiB state payload.
-            result_writer=sfn.ResultWriter(bucket=self._output_bucket, prefix=MAP_RESULTS_PREFIX),
+            result_writer_v2=sfn.ResultWriterV2(
+                bucket=self._output_bucket, prefix=MAP_RESULTS_PREFIX
+            ),
             result_path="$.mapRun",
         )
         skip = sfn.Pass(self, "Skip empty or folder marker")
