@@ -174,6 +174,9 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ): "every history entry dsjob writes has committed_at",
     ("history", 'manifest.get("outputs", [])'): "every manifest dsjob writes has an outputs list",
     ("history", 'if newest["run_id"] != run_id:'): "decides only whether a log line is written",
+    ("cli", "usage=exc.ctx.get_usage() if exc.ctx else"): (
+        "click raises each usage error of dsjob's inside a command's context: ctx is never None"
+    ),
     ("cli", "+standalone_mode=None"): "None and False are both 'not standalone' to click",
     ("cli", "except click.ClickException as exc:"): (
         "no dsjob command raises a ClickException that is not a UsageError (no click.File)"

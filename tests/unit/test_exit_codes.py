@@ -129,6 +129,46 @@ def test_unknown_flag_exits_2_with_a_status_line(capsys: pytest.CaptureFixture[s
     assert err == "Usage: dsjob run [OPTIONS]\nError: No such option '--no-such-flag'.\n"
 
 
+def test_a_usage_error_with_json_logs_is_one_error_record(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With JSON logs a usage error is one error record carrying the code and the usage line."""
+    monkeypatch.setenv("DSJOB_LOG_FORMAT", "json")
+    logging.getLogger().handlers.clear()  # as in a fresh process; the fixture restores them
+    code = cli.main(["run", "--no-such-flag"])
+    out, err = capsys.readouterr()
+    (line,) = err.strip().splitlines()
+    record = json.loads(line)
+    assert code == 2
+    assert json.loads(out)["exit_code"] == 2
+    assert {k: record[k] for k in ("level", "message", "exit_code", "usage")} == {
+        "level": "error",
+        "message": "No such option '--no-such-flag'.",
+        "exit_code": 2,
+        "usage": "Usage: dsjob run [OPTIONS]",
+    }
+
+
+def test_text_logs_show_only_the_error_line_for_a_finding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a terminal a bad value prints exactly `Error: <message>`, with no traceback."""
+    code, status, err = _run(tmp_path, capsys, "--on-bad-rows", "sometimes", "--log-format", "text")
+    assert code == 2
+    assert err == f"Error: {status['error']}\n"
+
+
+def test_text_logs_show_the_traceback_of_a_bug(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a terminal an internal error logs its traceback, then the `Error:` line."""
+    monkeypatch.setitem(sys.modules, "duckdb", None)  # a broken install, as above
+    code, status, err = _run(tmp_path, capsys, "--log-format", "text")
+    assert code == 1
+    assert "Traceback (most recent call last)" in err
+    assert err.splitlines()[-1] == f"Error: {status['error']}"
+
+
 def _tar_escaping(path: Path) -> Path:
     """A package.tar.gz whose one member climbs out of the destination."""
     with tarfile.open(path, "w:gz") as tar:
@@ -172,6 +212,7 @@ def test_each_failure_class_exits_with_its_code_and_status(
     }[case]
     got, status, err = _run(tmp_path, capsys, *extra)
     assert got == code
+    assert "Traceback" not in err  # a DsjobError is a finding, not a bug
     assert (status["status"], status["exit_code"], status["run_id"]) == ("failed", code, "r1")
     assert status["error"].startswith(error)
     record = json.loads(err.splitlines()[-1])  # JSON logs: the error is one record
