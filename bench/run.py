@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import case_lambda, cases, cases_more
+from bench.harness import case_image_cold, case_lambda, cases, cases_more
 from bench.harness.measure import ROOT, machine
 from bench.harness.report import Report, render
 
@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, fewer runs (minutes)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results.md")
-    parser.add_argument("--cases", default="1,2,3,4,5,6,7", help="comma-separated case numbers")
+    parser.add_argument("--cases", default="1,2,3,4,5,6,7,8", help="comma-separated case numbers")
     args = parser.parse_args(argv)
     chosen = set(args.cases.split(","))
     quick = args.quick or os.environ.get("BENCH_QUICK") == "1"
@@ -53,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cases_more.case_transfers(report, 200, 2 if quick else 3)
     if "7" in chosen:
         case_lambda.case_lambda_start(report, 3 if quick else 5)
+    if "8" in chosen:
+        case_image_cold.case_image_cold(report, 2 if quick else 3)
     args.output.write_text(render(report, header, time.perf_counter() - started), encoding="utf-8")
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
