@@ -12,7 +12,11 @@ choice can be re-checked on other hardware.
   those rows, write the rest as they are.
 * ``fp-reparse`` -- the same without the stage: one scan collects the repeated
   fingerprints (8 B/row in the hash table), a second scan writes.
-* ``parse-only`` -- clean and write, no dedup: the ceiling for any design.
+* ``fp-pqstage`` -- ``fp-stage`` with the stage in an uncompressed Parquet file in
+  the spill dir instead of a temp table: one parse, no spilled hash table of rows,
+  but the rows are encoded twice (stage, then output) and the stage read twice.
+* ``parse-only`` -- clean and write with the step's writer settings, no dedup: the
+  ceiling for any design.
 * ``distinct-zstd1`` -- ``distinct`` with the Parquet writer at zstd level 1 and
   the default row groups.
 * ``parse-native`` -- DuckDB's typed reader straight to Parquet, no cleaning.
@@ -43,9 +47,13 @@ PARQUET = "(FORMAT parquet, COMPRESSION zstd)"
 PARQUET_FAST = "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)"
 
 
+def _copy_to(con: duckdb.DuckDBPyConnection, query: str, target: Path, options: str) -> int:
+    quoted = proc._quote_str(str(target))
+    return int(con.execute(f"COPY ({query}) TO {quoted} {options}").fetchall()[0][0])
+
+
 def _copy(con: duckdb.DuckDBPyConnection, query: str, out: Path, options: str = PARQUET) -> int:
-    target = proc._quote_str(str(out / "data.parquet"))
-    return int(con.execute(f"COPY ({query}) TO {target} {options}").fetchall()[0][0])
+    return _copy_to(con, query, out / "data.parquet", options)
 
 
 def fingerprint(columns: list[str]) -> str:
@@ -61,6 +69,7 @@ def deduplicated(
     con: duckdb.DuckDBPyConnection,
     cleaned: proc.Cleaned,
     fingerprint_of: Callable[[list[str]], str] = fingerprint,
+    stage_file: Path | None = None,
 ) -> str:
     """Stage the kept rows with a fingerprint; returns a SELECT of them without duplicates.
 
@@ -74,19 +83,25 @@ def deduplicated(
         cleaned: what :func:`sniff_and_clean` returned.
         fingerprint_of: SQL of a row fingerprint over the given columns (tests
             inject a weak one to force collisions).
+        stage_file: stage in this (uncompressed) Parquet file instead of a temp table.
     """
     fp = fingerprint_of(list(cleaned.types))
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE dsjob_stage AS "
-        f"SELECT *, {fp} AS dsjob_fp FROM ({cleaned.kept()})"
-    )
+    hashed = f"SELECT *, {fp} AS dsjob_fp FROM ({cleaned.kept()})"
+    if stage_file is None:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE dsjob_stage AS {hashed}")
+        stage = "dsjob_stage"
+    else:
+        # Parquet types round-trip every type the cleaning produces, so DISTINCT over
+        # the stage equals DISTINCT over the cleaned rows.
+        stage = f"read_parquet({proc._quote_str(str(stage_file))})"
+        _copy_to(con, hashed, stage_file, "(FORMAT parquet, COMPRESSION uncompressed)")
     con.execute(
         "CREATE OR REPLACE TEMP TABLE dsjob_twice AS "
-        "SELECT dsjob_fp FROM dsjob_stage GROUP BY dsjob_fp HAVING count(*) > 1"
+        f"SELECT dsjob_fp FROM {stage} GROUP BY dsjob_fp HAVING count(*) > 1"
     )
     return (
-        "SELECT * EXCLUDE (dsjob_fp) FROM dsjob_stage ANTI JOIN dsjob_twice USING (dsjob_fp) "
-        "UNION ALL SELECT DISTINCT * EXCLUDE (dsjob_fp) FROM dsjob_stage "
+        f"SELECT * EXCLUDE (dsjob_fp) FROM {stage} ANTI JOIN dsjob_twice USING (dsjob_fp) "
+        f"UNION ALL SELECT DISTINCT * EXCLUDE (dsjob_fp) FROM {stage} "
         "SEMI JOIN dsjob_twice USING (dsjob_fp)"
     )
 
@@ -105,6 +120,13 @@ def fp_stage(con: duckdb.DuckDBPyConnection, cleaned: proc.Cleaned, out: Path) -
     return _copy(con, deduplicated(con, cleaned), out)
 
 
+def fp_pqstage(con: duckdb.DuckDBPyConnection, cleaned: proc.Cleaned, out: Path) -> int:
+    """Stage + fingerprint in an uncompressed Parquet file, resolve repeated fingerprints."""
+    stage = out / ".spill" / "stage.parquet"
+    stage.parent.mkdir(parents=True, exist_ok=True)
+    return _copy(con, deduplicated(con, cleaned, stage_file=stage), out, PARQUET_FAST)
+
+
 def fp_reparse(con: duckdb.DuckDBPyConnection, cleaned: proc.Cleaned, out: Path) -> int:
     """Repeated fingerprints from a first scan; a second scan writes."""
     fp = _fp(cleaned)
@@ -121,8 +143,8 @@ def fp_reparse(con: duckdb.DuckDBPyConnection, cleaned: proc.Cleaned, out: Path)
 
 
 def parse_only(con: duckdb.DuckDBPyConnection, cleaned: proc.Cleaned, out: Path) -> int:
-    """No dedup: the ceiling."""
-    return _copy(con, cleaned.kept(), out)
+    """No dedup, the step's writer settings: the ceiling."""
+    return _copy(con, cleaned.kept(), out, PARQUET_FAST)
 
 
 def distinct_zstd1(con: duckdb.DuckDBPyConnection, cleaned: proc.Cleaned, out: Path) -> int:
@@ -167,6 +189,7 @@ DESIGNS = {
     "distinct": distinct,
     "fp-stage": fp_stage,
     "fp-reparse": fp_reparse,
+    "fp-pqstage": fp_pqstage,
     "parse-only": parse_only,
 }
 

@@ -16,7 +16,8 @@ Engines (same cleaning semantics, so output row counts must match):
   empty -> NULL, drop NULL ids and duplicates, ``to_parquet`` (zstd, pyarrow).
 * ``polars`` -- ``scan_csv -> clean -> unique -> sink_parquet`` (streaming).
 * ``<design>-512m`` -- one of bench/designs.py's dedup designs (``distinct``,
-  ``fp-stage``, ``fp-reparse``, ``parse-only``) at the same 312 MB limit.
+  ``fp-stage``, ``fp-reparse``, ``fp-pqstage``, ``parse-only``, ...) at the same
+  312 MB limit.
 
 The JSON line also carries ``digest``: row count and the sum of the rows'
 hashes, a multiset fingerprint that the report compares across the DuckDB-based
@@ -39,6 +40,7 @@ DESIGNS = (
     "distinct",
     "fp-stage",
     "fp-reparse",
+    "fp-pqstage",
     "parse-only",
     "distinct-zstd1",
     "parse-native",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import case_image_cold, case_lambda, cases, cases_more
+from bench.harness import case_bounded, case_image_cold, case_lambda, cases, cases_more
 from bench.harness.measure import ROOT, machine
 from bench.harness.report import Report, render
 
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "1" in chosen:
         cases.case_engines(report, sizes, runs=1 if quick else 3)
     if "2" in chosen:
-        cases.case_memory_bounded(report, sizes[-1])
+        case_bounded.case_memory_bounded(report, sizes[-1], rounds=1 if quick else 2)
     if "3" in chosen:
         cases_more.case_small_job(report, 5)
     if "4" in chosen:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import re
 import shutil
 import statistics
 from typing import TYPE_CHECKING
@@ -15,10 +13,7 @@ from bench.harness.measure import (
     PY,
     ROOT,
     WORK,
-    container_engine,
     dataset,
-    image_exists,
-    image_name,
     measure,
 )
 from bench.harness.report import Report, span
@@ -29,6 +24,7 @@ ENGINES = (
     "distinct-512m",
     "fp-stage-512m",
     "fp-reparse-512m",
+    "fp-pqstage-512m",
     "parse-only-512m",
     "distinct-zstd1-512m",
     "parse-native-512m",
@@ -44,6 +40,7 @@ EXACT = (
     "distinct-512m",
     "fp-stage-512m",
     "fp-reparse-512m",
+    "fp-pqstage-512m",
     "distinct-zstd1-512m",
     "group-count-512m",
     "distinct-and-count-512m",
@@ -51,7 +48,6 @@ EXACT = (
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from pathlib import Path
 
 # --- case 1: engines side by side ------------------------------------------------------------
 
@@ -193,130 +189,3 @@ def _engine_targets(
         f"(CPU seconds: {cpu['polars'] / cpu['builtin-512m']:.2f}x)",
         met=medians["builtin-512m"] < medians["polars"] and rss_max["builtin-512m"] < 512,
     )
-
-
-# --- case 2: memory-bounded in the prod image --------------------------------------------------
-
-
-def container_out() -> Path:
-    """A fresh bind-mount directory the container user can write."""
-    out = WORK / "container"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    # The image runs as a numeric non-root user; let it write the bind mount.
-    out.chmod(0o777)
-    return out
-
-
-# Peak RSS of the job process (wait4 from a tiny Python parent), then the cgroup's
-# peak usage -- which on cgroup v1 also counts page cache (input read, spill files).
-_WRAP = (
-    "python -c 'import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
-    'print("rss", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, file=sys.stderr); '
-    "sys.exit(rc)'"
-)
-_PEAK = (
-    "echo cgroup $(cat /sys/fs/cgroup/memory.peak 2>/dev/null "
-    "|| cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes 2>/dev/null || echo unknown)"
-)
-
-
-def case_memory_bounded(report: Report, rows: int) -> None:
-    """The big file through the prod image under --memory 512m, and pandas under the same cap."""
-    engine = container_engine()
-    name = image_name()
-    prod, dev = f"{name}:prod", f"{name}:dev"
-    if engine is None or not image_exists(engine, prod):
-        report.add(
-            "2. Memory-bounded (prod image, --memory 512m)",
-            f"not run: no engine/image ({engine or 'no container engine'}, {prod} missing)",
-        )
-        return
-    src = dataset(rows)
-    out = container_out()
-    limit = ["--memory", "512m", "--memory-swap", "512m"]
-    mounts = ["-v", f"{src.parent}:/data:ro", "-v", f"{out}:/out"]
-    job = (
-        f"{_WRAP} dsjob run --input /data/{src.name} --output-dir /out/builtin --log-format json"
-        f" 2>&1 > /out/job.log; rc=$?; {_PEAK}; exit $rc"
-    )
-    builtin = measure(
-        [engine, "run", "--rm", *limit, *mounts, "--entrypoint", "sh", prod, "-c", job]
-    )
-    status = _last_json(out / "job.log")
-    lines = [
-        (
-            f"Input: {rows:,} rows ({src.stat().st_size / 1e6:,.0f} MB). "
-            "Process peak RSS comes from wait4 inside the container."
-        ),
-        "",
-        "| run | image | exit | wall s | MB/s | process peak RSS MiB | cgroup peak MiB | result |",
-        "|---|---|---|---|---|---|---|---|",
-        (
-            f"| built-in `dsjob run` | {prod} | {builtin.returncode} | {builtin.wall:.1f} "
-            f"| {src.stat().st_size / 1e6 / builtin.wall:,.0f} | {_peak_mib(builtin.stdout)} "
-            f"| {status} |"
-        ),
-    ]
-    pandas_image = dev if image_exists(engine, dev) else prod
-    bench_mount = ["-v", f"{ROOT / 'bench'}:/bench:ro"]
-    script = (
-        f"{_WRAP} python /bench/engines.py pandas /data/{src.name} /out/pandas"
-        f" 2>&1 > /out/pandas.log; rc=$?; {_PEAK}; exit $rc"
-    )
-    pandas = measure(
-        [
-            engine,
-            "run",
-            "--rm",
-            *limit,
-            *mounts,
-            *bench_mount,
-            "--entrypoint",
-            "sh",
-            pandas_image,
-            "-c",
-            script,
-        ]
-    )
-    tail = (out / "pandas.log").read_text(encoding="utf-8", errors="replace").strip()
-    verdict = (
-        "killed (out of memory)"
-        if pandas.returncode in {137, 247, -9} or "MemoryError" in tail
-        else (tail.splitlines()[-1][:120] if tail else "ok")
-    )
-    lines.append(
-        f"| pandas way | {pandas_image} | {pandas.returncode} | {pandas.wall:.1f} | "
-        f"| {_peak_mib(pandas.stdout)} | {verdict} |"
-    )
-    lines += [
-        "",
-        (
-            "Wall time includes container start and the job copying the input from the "
-            "bind mount into its work dir. The cgroup peak counts page cache too (cgroup v1 "
-            "here), so it sits near the limit whenever files are read or written; the process "
-            "peak RSS is what the memory target is about."
-        ),
-    ]
-    report.add("2. Memory-bounded (prod image, --memory 512m)", "\n".join(lines))
-
-
-def _peak_mib(stdout: str) -> str:
-    """'process | cgroup' MiB columns from the wrapper's ``rss N`` and ``cgroup N`` lines."""
-    found = dict(re.findall(r"^(rss|cgroup) (\d+)$", stdout, re.MULTILINE))
-    return " | ".join(
-        f"{int(found[k]) / MIB:,.0f}" if k in found else "unknown" for k in ("rss", "cgroup")
-    )
-
-
-def _last_json(log: Path) -> str:
-    """The job's final one-line JSON status, shortened."""
-    if not log.exists():
-        return "no log"
-    for line in reversed(log.read_text(encoding="utf-8", errors="replace").splitlines()):
-        with contextlib.suppress(ValueError):
-            status = json.loads(line)
-            if isinstance(status, dict) and "status" in status:
-                keep = {k: status[k] for k in ("status", "rows_in", "rows_out") if k in status}
-                return json.dumps(keep)
-    return "no status line"

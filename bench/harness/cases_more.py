@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.harness.cases import container_out
+from bench.harness.case_bounded import container_out
 from bench.harness.measure import (
     DSJOB,
     MIB,

@@ -25,22 +25,28 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+@pytest.mark.parametrize("staged_in", ["temp-table", "parquet"])
 @pytest.mark.parametrize(
     "weak",
     [lambda _: "0", lambda cols: f'length(CAST("{cols[1]}" AS VARCHAR)) % 3'],
     ids=["every-row-collides", "some-rows-collide"],
 )
 def test_fingerprint_dedup_is_exact_under_collisions(
-    tmp_path: Path, weak: Callable[[list[str]], str]
+    tmp_path: Path, weak: Callable[[list[str]], str], staged_in: str
 ) -> None:
     """With a fingerprint that collides on purpose, the fingerprint dedup equals DISTINCT."""
     src = tmp_path / "members.csv"
     write_members_csv(src, 3_000)
     settings = ProcessSettings()
+    stage = None if staged_in == "temp-table" else tmp_path / "stage.parquet"
     with connect(settings, tmp_path / "spill") as con:
         cleaned = sniff_and_clean(con, src, settings)
-        strong = con.execute(f"SELECT * FROM ({deduplicated(con, cleaned)})").fetchall()
-        forced = con.execute(f"SELECT * FROM ({deduplicated(con, cleaned, weak)})").fetchall()
+        strong = con.execute(
+            f"SELECT * FROM ({deduplicated(con, cleaned, stage_file=stage)})"
+        ).fetchall()
+        forced = con.execute(
+            f"SELECT * FROM ({deduplicated(con, cleaned, weak, stage_file=stage)})"
+        ).fetchall()
         exact = con.execute(f"SELECT DISTINCT * FROM ({cleaned.kept()})").fetchall()
     key = repr
     assert len(exact) < 3_000  # the sample holds duplicates and NULL ids
@@ -56,3 +62,17 @@ def test_fingerprint_sees_cleaned_values_not_raw_ones(tmp_path: Path) -> None:
         cleaned = sniff_and_clean(con, src, settings)
         got = con.execute(f"SELECT * FROM ({deduplicated(con, cleaned)}) ORDER BY id").fetchall()
     assert got == [(1, "Ann"), (2, "Bob")]
+
+
+def test_fingerprint_equates_what_distinct_equates(tmp_path: Path) -> None:
+    """-0.0 and 0.0, two NaN spellings, and NULLs: duplicates to DISTINCT and to the fingerprint."""
+    src = write(tmp_path / "in.csv", "id,score\n1,0.0\n1,-0.0\n2,nan\n2,NaN\n3,\n3,\n")
+    settings = ProcessSettings()
+    with connect(settings, tmp_path / "spill") as con:
+        cleaned = sniff_and_clean(con, src, settings)
+        exact = con.execute(f"SELECT count(*) FROM (SELECT DISTINCT * FROM ({cleaned.kept()}))")
+        want = exact.fetchall()[0][0]
+        got = con.execute(f"SELECT id FROM ({deduplicated(con, cleaned)}) ORDER BY id").fetchall()
+    assert cleaned.types["score"] == "DOUBLE"
+    assert want == 3
+    assert got == [(1,), (2,), (3,)]
