@@ -46,8 +46,38 @@ EXACT = (
     "distinct-and-count-512m",
 )
 
+#: The engines the targets compare; they get KEY_ROUNDS at the largest size even in quick mode.
+KEY_ENGINES = ("builtin-512m", "polars", "parse-only-512m")
+KEY_ROUNDS = 3
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from pathlib import Path
+
+    from bench.harness.measure import Sample
+
+
+def _interleaved(
+    src: Path, rows: int, runs_of: dict[str, int]
+) -> dict[str, list[tuple[Sample, float]]]:
+    """Each engine's samples with the 1-minute load average at its start, rounds interleaved.
+
+    An engine that fails is not run again.
+    """
+    measured: dict[str, list[tuple[Sample, float]]] = {e: [] for e in runs_of}
+    for i in range(max(runs_of.values())):
+        for engine, runs in runs_of.items():
+            done = measured[engine]
+            if i >= runs or (done and done[-1][0].returncode != 0):
+                continue
+            out = WORK / "engines" / f"{engine}-{rows}-{i}"
+            shutil.rmtree(out, ignore_errors=True)
+            load = os.getloadavg()[0]
+            sample = measure([PY, str(ROOT / "bench" / "engines.py"), engine, str(src), str(out)])
+            shutil.rmtree(out, ignore_errors=True)
+            done.append((sample, load))
+    return measured
+
 
 # --- case 1: engines side by side ------------------------------------------------------------
 
@@ -59,7 +89,10 @@ def case_engines(report: Report, sizes: Sequence[int], runs: int) -> None:
             "Each engine runs in a fresh process; wall = spawn to exit (imports included), "
             "MB/s = input bytes / median wall, RSS = the child's peak. `builtin` uses the "
             "step's default memory limit (derived from this machine's RAM); `builtin-512m` "
-            "uses the 312 MB limit the step derives inside a 512 MiB container."
+            "uses the 312 MB limit the step derives inside a 512 MiB container. Rounds "
+            "interleave the engines (round 1 of every engine, then round 2, ...), so a change "
+            "of load on a shared machine falls on all of them; at the largest size "
+            f"{', '.join(KEY_ENGINES)} run at least {KEY_ROUNDS} times."
         ),
         "",
     ]
@@ -71,30 +104,25 @@ def case_engines(report: Report, sizes: Sequence[int], runs: int) -> None:
             "",
             (
                 "| engine | wall s, median (min-max) | MB/s | peak RSS MiB, median (max) "
-                "| CPU s | rows out |"
+                "| CPU s | rows out | runs | load avg (1 min) at start |"
             ),
-            "|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|",
         ]
         medians: dict[str, float] = {}
         rss_max: dict[str, float] = {}
         cpu: dict[str, float] = {}
         outs: dict[str, set[int]] = {}
         digests: dict[str, set[str]] = {}
+        # At the largest size the engines the targets compare get at least KEY_ROUNDS.
+        extra = KEY_ROUNDS if rows == sizes[-1] else runs
+        runs_of = {e: max(runs, extra) if e in KEY_ENGINES else runs for e in ENGINES}
+        measured = _interleaved(src, rows, runs_of)
         for engine in ENGINES:
-            samples = []
-            for i in range(runs):
-                out = WORK / "engines" / f"{engine}-{rows}-{i}"
-                shutil.rmtree(out, ignore_errors=True)
-                sample = measure(
-                    [PY, str(ROOT / "bench" / "engines.py"), engine, str(src), str(out)]
-                )
-                shutil.rmtree(out, ignore_errors=True)
-                samples.append(sample)
-                if sample.returncode != 0:
-                    break
+            samples = [sample for sample, _ in measured[engine]]
+            loads = [load for _, load in measured[engine]]
             ok = [s for s in samples if s.returncode == 0]
             if not ok:
-                lines.append(f"| {engine} | failed (exit {samples[-1].returncode}) | | | | |")
+                lines.append(f"| {engine} | failed (exit {samples[-1].returncode}) | | | | | | |")
                 continue
             walls = [s.wall for s in ok]
             medians[engine] = statistics.median(walls)
@@ -108,7 +136,8 @@ def case_engines(report: Report, sizes: Sequence[int], runs: int) -> None:
                 f"| {engine} | {span(walls)} | {size_mb / medians[engine]:,.0f} "
                 f"| {statistics.median(rss):,.0f} ({max(rss):,.0f}) "
                 f"| {statistics.median([s.cpu for s in ok]):.1f} "
-                f"| {', '.join(f'{n:,}' for n in sorted(outs[engine]))} |"
+                f"| {', '.join(f'{n:,}' for n in sorted(outs[engine]))} "
+                f"| {len(ok)} | {span(loads, '{:.1f}')} |"
             )
         counts = {n for e, v in outs.items() for n in v if not e.startswith("parse-")}
         exact = {d for e, v in digests.items() for d in v if e in EXACT}
@@ -124,8 +153,9 @@ def case_engines(report: Report, sizes: Sequence[int], runs: int) -> None:
         if "parse-only-512m" in medians and "builtin-512m" in medians:
             lines.append(
                 f"Parse-only ceiling (clean + write, no dedup, 312 MB): "
-                f"{medians['parse-only-512m']:.2f} s; the bounded step takes "
-                f"{medians['builtin-512m'] / medians['parse-only-512m']:.2f}x that."
+                f"{medians['parse-only-512m']:.2f} s, {cpu['parse-only-512m']:.1f} CPU s; the "
+                f"bounded step takes {medians['builtin-512m'] / medians['parse-only-512m']:.2f}x "
+                f"that (CPU seconds: {cpu['builtin-512m'] / cpu['parse-only-512m']:.2f}x)."
             )
         if "builtin" in medians and "pandas" in medians:
             ratio = medians["builtin"] / medians["pandas"]
@@ -137,7 +167,8 @@ def case_engines(report: Report, sizes: Sequence[int], runs: int) -> None:
         if "builtin-512m" in medians and "polars" in medians:
             lines.append(
                 f"Bounded built-in / polars wall-time ratio: "
-                f"{medians['builtin-512m'] / medians['polars']:.2f}."
+                f"{medians['builtin-512m'] / medians['polars']:.2f} (CPU seconds: "
+                f"{cpu['builtin-512m'] / cpu['polars']:.2f})."
             )
         lines.append("")
         if rows == sizes[-1]:
