@@ -2,8 +2,8 @@
 
 Each design takes the same cleaned input (``processing.sniff_and_clean``) and
 writes ``data.parquet`` with the same content; only the dedup shape differs.
-The chosen one lives in :mod:`dsjob.processing`; the others stay here so the
-choice can be re-checked on other hardware.
+The chosen one (``fp-pqstage``) lives in :mod:`dsjob.dedup`; the others stay here
+so the choice can be re-checked on other hardware.
 
 * ``distinct`` -- one ``COPY (SELECT DISTINCT * ...)``: exact, but the hash table
   holds every distinct row, so under a small limit it spills the input once.
@@ -18,12 +18,12 @@ choice can be re-checked on other hardware.
 * ``parse-only`` -- clean and write with the step's writer settings, no dedup: the
   ceiling for any design.
 * ``distinct-zstd1`` -- ``distinct`` with the Parquet writer at zstd level 1 and
-  the default row groups.
+  the default row groups: the step's shape before the fingerprint stage.
 * ``parse-native`` -- DuckDB's typed reader straight to Parquet, no cleaning.
 * ``group-count`` -- one scan, ``GROUP BY ALL`` keeping each row's multiplicity
   in a temp table, so the counts need no second scan of the input.
-* ``distinct-and-count`` -- the step's own shape (``distinct-zstd1`` plus the
-  counting scan beside it on a second cursor), without the step's sniffing.
+* ``distinct-and-count`` -- ``distinct-zstd1`` plus a counting scan beside it on a
+  second cursor (the step's shape before its counts came from the query profile).
 """
 
 # SQL is generated from processing's quoting helpers, never raw user strings.
@@ -171,7 +171,7 @@ def group_count(con: duckdb.DuckDBPyConnection, cleaned: proc.Cleaned, out: Path
 
 
 def distinct_and_count(con: duckdb.DuckDBPyConnection, cleaned: proc.Cleaned, out: Path) -> int:
-    """The step's shape: the zstd-1 DISTINCT plus the counting scan on a second cursor."""
+    """The zstd-1 DISTINCT plus a counting scan on a second cursor (an earlier step shape)."""
     from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
 
     with ThreadPoolExecutor(1) as pool:
