@@ -20,6 +20,7 @@ from dsjob.history import (
     still_owned,
 )
 from dsjob.localstore import LocalStore
+from dsjob.storage import Blob
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -126,9 +127,10 @@ def test_a_rerun_of_a_committed_run_changes_nothing(tmp_path: Path) -> None:
     record(store, PREFIX, manifest("r1", "2027-01-01T00:00:00", "a.csv"), 0)
     record(store, PREFIX, manifest("r2", "2027-02-01T00:00:00", "b.csv"), 0)
     before = store.get(KEY)
-    doomed, _ = record(store, PREFIX, manifest("r2", "2027-02-01T00:00:00", "b.csv"), 0)
+    doomed, read = record(store, PREFIX, manifest("r2", "2027-02-01T00:00:00", "b.csv"), 0)
     assert doomed == [{"key": f"{PREFIX}a.csv", "run_id": "r1"}]
     assert store.get(KEY) == before
+    assert read.blob == before  # what the re-run's clear_pending swaps against
 
 
 @pytest.mark.parametrize(
@@ -188,3 +190,49 @@ def test_already_committed_names_the_run() -> None:
     """The error for a run id committed by another attempt carries that id."""
     error = AlreadyCommittedError("r7")
     assert (error.run_id, str(error)) == ("r7", "run r7 is already committed")
+
+
+class CountingStore(LocalStore):
+    """A LocalStore that counts the GETs its callers send (each one an S3 request on S3)."""
+
+    def __init__(self, root: Path) -> None:
+        """Args: root: the output directory."""
+        super().__init__(root)
+        self.gets = 0
+        self._swapping = False
+
+    def get(self, key: str) -> Blob | None:
+        """Count (unless the local compare-and-swap reads for itself), then read."""
+        self.gets += not self._swapping
+        return super().get(key)
+
+    def swap_bytes(
+        self, key: str, data: bytes, content_type: str, expected_etag: str | None
+    ) -> str:
+        """The local If-Match reads the file itself; S3 does that server-side."""
+        self._swapping = True
+        try:
+            return super().swap_bytes(key, data, content_type, expected_etag)
+        finally:
+            self._swapping = False
+
+
+def test_the_pointer_just_read_or_written_saves_a_get(tmp_path: Path) -> None:
+    """Given the pointer as last read or written, record and clear_pending send no GET for it."""
+    store = CountingStore(tmp_path)
+    record(store, PREFIX, manifest("r1", "2027-01-01T00:00:00", "a.csv"), 0)
+    last = Pointer(store.get(KEY))
+    store.gets = 0
+    _, written = record(store, PREFIX, manifest("r2", "2027-02-01T00:00:00", "b.csv"), 0, last=last)
+    clear_pending(store, PREFIX, "members", [f"{PREFIX}a.csv"], written)
+    assert store.gets == 0
+    assert pointer(store)["pending_delete"] == []
+
+
+def test_a_pointer_from_before_pending_deletes_is_cleared(tmp_path: Path) -> None:
+    """An older pointer without a pending_delete list is swapped to an empty one, not refused."""
+    store = LocalStore(tmp_path)
+    old = {"format": 1, "dataset": "members", "run_id": "r0", "history": []}
+    store.create_bytes(KEY, json.dumps(old).encode(), "application/json")
+    clear_pending(store, PREFIX, "members", [f"{PREFIX}a.csv"])
+    assert pointer(store) == {**old, "pending_delete": []}
