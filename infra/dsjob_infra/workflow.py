@@ -6,9 +6,9 @@ Shape (JSONPath)::
       → status key → Fan out?
         no  → [single job block] ───────────────────────────────────────────→ Succeeded
         yes → List prefix → Empty? → Fail Dsjob.EmptyInput
-                 └→ List data objects → none of size > 0? → Fail Dsjob.EmptyInput
+                 └→ List data objects → no data object on the first page? → Fail Dsjob.EmptyInput
                  └→ Map objects (distributed, ItemReader ListObjectsV2, ResultWriter → S3;
-                      per item: size > 0 and not a folder marker → [map job block])
+                      per item: size > 0, not a folder marker or hidden name → [map job block])
                  └→ Reduce partitions (Map over 0..P-1 → [reduce job block])
                  └→ [commit job block] → Succeeded
     any failure → Job failed (error = Dsjob.*, cause = the job's status object)
@@ -31,6 +31,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
+from dsjob.dataobjects import HIDDEN_NAME_STARTS
 from dsjob_infra.compute import LOGS_KMS_REASON, JobCompute, retention
 from dsjob_infra.function import JobFunction
 from dsjob_infra.job_block import JobBlock
@@ -43,6 +44,11 @@ if TYPE_CHECKING:
 
 # Execution input field -> the job's override variable. A missing field becomes "",
 # which the job treats as "not set" (the SSM parameter applies).
+# The hollow-prefix check reads one page of this many keys: each listed object is up
+# to ~1.3 KB of JSON (a key is at most 1,024 bytes, S3 User Guide, "Naming objects"),
+# so the page stays well inside the 256 KiB state payload (Step Functions quotas).
+HOLLOW_CHECK_KEYS = 100
+
 INPUT_OVERRIDES = {
     "outputPrefix": "DSJOB_OUTPUT_PREFIX",
     "outputFormat": "DSJOB_OUTPUT_FORMAT",
@@ -276,11 +282,11 @@ class JobWorkflow(Construct):
                 sfn.JsonPath.string_at("$.job.inputPrefix"),
             ),
         )
-        # A prefix can hold objects and still no data: a folder marker ("prefix/", 0 bytes)
-        # and empty objects, which the map skips. Its first page (up to 1,000 keys) is
-        # read again and only the sizes above 0 are kept (a filter path, Step Functions
-        # Developer Guide, "Paths"; Contents exists once KeyCount > 0), so the payload
-        # stays small. Only a page that is the whole listing can prove there is no data.
+        # A prefix can hold objects and still no data: a folder marker ("prefix/", 0 bytes),
+        # empty objects and hidden names (_SUCCESS), which the map skips. Its first page is
+        # read again (Contents exists once KeyCount > 0; the sizes above 0 kept by a filter
+        # path, Step Functions Developer Guide, "Paths") and run through the map's rule.
+        # Only a page that is the whole listing can prove there is no data.
         data = tasks.CallAwsService(
             self,
             "List data objects",
@@ -291,21 +297,50 @@ class JobWorkflow(Construct):
             parameters={
                 "Bucket": self._input_bucket.bucket_name,
                 "Prefix": sfn.JsonPath.string_at("$.job.inputPrefix"),
+                "MaxKeys": HOLLOW_CHECK_KEYS,
             },
             result_selector={
-                "sizes": sfn.JsonPath.list_at("$.Contents[?(@.Size > 0)].Size"),
+                "objects": sfn.JsonPath.list_at("$.Contents[?(@.Size > 0)]"),
                 "truncated": sfn.JsonPath.string_at("$.IsTruncated"),
             },
             result_path="$.data",
         )
         data.add_catch(self.failed, result_path="$.error")
+        # Each listed object goes through the map's own "Data file?" rule (one builder,
+        # _data_file), answering 1 for data and 0 otherwise; any 1 means data.
+        verdicts = sfn.Map(
+            self,
+            "Classify listed objects",
+            items_path="$.data.objects",
+            item_selector={
+                "key": sfn.JsonPath.string_at("$$.Map.Item.Value.Key"),
+                "size": sfn.JsonPath.number_at("$$.Map.Item.Value.Size"),
+            },
+            result_path="$.data.verdicts",
+        )
+        verdicts.item_processor(
+            self._data_file(
+                "Listed ",
+                sfn.Pass(self, "Listed data file", result=sfn.Result.from_number(1)),
+                sfn.Pass(self, "Listed other object", result=sfn.Result.from_number(0)),
+            )
+        )
+        any_verdict = sfn.Pass(
+            self,
+            "Any data verdict",
+            parameters={
+                "any": sfn.JsonPath.array_contains(sfn.JsonPath.list_at("$.data.verdicts"), 1)
+            },
+            result_path="$.data.found",
+        )
         hollow = sfn.Fail(
             self,
             "Hollow input prefix",
             error="Dsjob.EmptyInput",
             cause_path=sfn.JsonPath.format(
                 f"no data objects under s3://{self._input_bucket.bucket_name}/{{}}: only "
-                "empty objects or folder markers (0 bytes), nothing to fan out over",
+                "empty objects, folder markers or hidden names (_SUCCESS, .crc), "
+                "nothing to fan out over",
                 sfn.JsonPath.string_at("$.job.inputPrefix"),
             ),
         )
@@ -356,14 +391,14 @@ class JobWorkflow(Construct):
         map_objects.next(partitions).next(reduce).next(commit).next(succeeded)
         any_data = (
             sfn.Choice(self, "Any data objects?")
-            .when(sfn.Condition.is_present("$.data.sizes[0]"), map_objects)
+            .when(sfn.Condition.boolean_equals("$.data.found.any", value=True), map_objects)
             .when(sfn.Condition.boolean_equals("$.data.truncated", value=True), map_objects)
             .otherwise(hollow)
         )
         return listing.next(
             sfn.Choice(self, "Any input objects?")
             .when(sfn.Condition.number_equals("$.listing.count", 0), empty)
-            .otherwise(data.next(any_data))
+            .otherwise(data.next(verdicts).next(any_verdict).next(any_data))
         )
 
     def _map_objects(self) -> sfn.DistributedMap:
@@ -389,26 +424,49 @@ class JobWorkflow(Construct):
             ),
             result_path="$.mapRun",
         )
-        skip = sfn.Pass(self, "Skip empty or folder marker")
         map_objects.item_processor(
-            sfn.Choice(self, "Data file?")
-            .when(
-                sfn.Condition.or_(
-                    sfn.Condition.string_matches("$.key", "*/"),
-                    sfn.Condition.number_equals("$.size", 0),
-                ),
-                skip,
-            )
-            .otherwise(
+            self._data_file(
+                "",
                 self._blocks.build(
                     "Map ",
                     self._environment("map", "$.key", DSJOB_PARTITIONS="$.run.partitions"),
                     self._task_status("map/{}.json", "$.key"),
-                )
+                ),
+                sfn.Pass(self, "Skip empty, folder marker or hidden name"),
             )
         )
         map_objects.add_catch(self._failed_shard(), result_path="$.error")
         return map_objects
+
+    def _data_file(self, label: str, data: sfn.IChainable, other: sfn.IChainable) -> sfn.IChainable:
+        """``{key, size}`` → `data` or `other`, by dsjob.dataobjects' rule (same constants).
+
+        The last path segment comes from intrinsics (States.StringSplit on "/", the item
+        at States.ArrayLength - 1; Step Functions Developer Guide, "Intrinsic functions").
+        """
+        split = sfn.JsonPath.string_split(sfn.JsonPath.string_at("$.key"), "/")
+        last = Token.as_number(
+            sfn.JsonPath.math_add(Token.as_number(sfn.JsonPath.array_length(split)), -1)
+        )
+        name = sfn.Pass(
+            self,
+            f"{label}Object name",
+            parameters={"name": sfn.JsonPath.array_get_item(split, last)},
+            result_path="$.object",
+        )
+        hidden = [
+            sfn.Condition.string_matches("$.object.name", f"{start}*")
+            for start in HIDDEN_NAME_STARTS
+        ]
+        # A folder marker is checked on the key first: its split has no empty last item.
+        not_data = sfn.Condition.or_(
+            sfn.Condition.string_matches("$.key", "*/"),
+            sfn.Condition.number_equals("$.size", 0),
+            *hidden,
+        )
+        return name.next(
+            sfn.Choice(self, f"{label}Data file?").when(not_data, other).otherwise(data)
+        )
 
     @staticmethod
     def _task_status(name: str, *paths: str) -> str:

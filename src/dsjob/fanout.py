@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from dsjob import fanout_commit, fanout_tasks, stop
 from dsjob.config import S3Location
+from dsjob.dataobjects import not_data
 from dsjob.errors import ConfigError, InputError
 from dsjob.workarea import WorkArea
 
@@ -74,16 +75,6 @@ def _work_area(cfg: JobConfig, clients: Clients | None) -> WorkArea:
     return WorkArea(clients.s3, cfg.output.bucket, cfg.output.key, cfg.run_id)
 
 
-def _not_data(key: str, size: int) -> str:
-    """Why an object under the prefix is not mapped ("" for a data object)."""
-    name = key.rsplit("/", 1)[-1]
-    if not name:
-        return "folder marker"
-    if name.startswith((".", "_")):
-        return "hidden name"
-    return "zero-size object" if size == 0 else ""
-
-
 def data_objects(clients: Clients, prefix: S3Location) -> list[str]:
     """Keys of the data objects under `prefix`: size above 0, no folder markers or hidden names."""
     from dsjob.aws import aws_errors, translate  # noqa: PLC0415
@@ -96,7 +87,7 @@ def data_objects(clients: Clients, prefix: S3Location) -> list[str]:
         )
         for page in pages:
             for obj in page.get("Contents", []):
-                kind = _not_data(obj["Key"], obj["Size"])
+                kind = not_data(obj["Key"], obj["Size"])
                 if kind:
                     skipped[kind] += 1
                 else:

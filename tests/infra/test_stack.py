@@ -404,15 +404,20 @@ def test_input_prefix_fans_out_map_reduce_commit(synth):
     """inputPrefix: list (empty fails), distributed map of data files, reduce 0..P-1, commit."""
     from aws_cdk.assertions import Match  # noqa: PLC0415 - the dev image has no CDK; collecting must not need it
 
+    from dsjob_infra.workflow import HOLLOW_CHECK_KEYS  # noqa: PLC0415 - imports CDK
+
     definition = _definition(synth)
     states = definition["States"]
     assert states["Fan out?"]["Choices"][0]["Next"] == "List input prefix"
     assert states["Any input objects?"]["Choices"][0]["Next"] == "Empty input prefix"
     assert states["Empty input prefix"]["Error"] == "Dsjob.EmptyInput"
-    # Objects, but none with bytes (folder markers, empty objects): the same failure.
+    # Objects, but no data (folder markers, empty objects, hidden names): the same failure;
+    # one page's objects with bytes go through the map's rule (emulated: _SUCCESS only).
     assert states["Any input objects?"]["Default"] == "List data objects"
     data = states["List data objects"]
-    assert data["ResultSelector"]["sizes.$"] == "$.Contents[?(@.Size > 0)].Size"
+    assert data["ResultSelector"]["objects.$"] == "$.Contents[?(@.Size > 0)]"
+    assert data["Parameters"]["MaxKeys"] == HOLLOW_CHECK_KEYS
+    assert "Listed Data file?" in states["Classify listed objects"]["ItemProcessor"]["States"]
     assert states["Any data objects?"]["Default"] == "Hollow input prefix"
     assert states["Hollow input prefix"]["Error"] == "Dsjob.EmptyInput"
     fan_out = states["Map objects"]
@@ -439,6 +444,7 @@ def test_input_prefix_fans_out_map_reduce_commit(synth):
     data_file = json.dumps(fan_out["ItemProcessor"]["States"]["Data file?"])
     assert '"NumericEquals": 0' in data_file
     assert '"StringMatches": "*/"' in data_file
+    assert '"StringMatches": "_*"' in data_file
     assert fan_out["Next"] == "Partition numbers"
     reduce = states["Reduce partitions"]
     assert reduce["ItemsPath"] == "$.partitions.numbers"

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from dsjob.dataobjects import not_data
 from dsjob.errors import ExitCode
 from dsjob.schedule import tick_run_id
 from tests.infra.emulated import Emulated, serve
@@ -311,6 +312,45 @@ def test_a_hollow_input_prefix_fails_as_empty_input_before_any_task(emulated):
     assert (result["status"], result["error"]) == ("FAILED", "Dsjob.EmptyInput")
     assert f"no data objects under s3://{emulated.bucket('input')}/hollow/" in result["cause"]
     assert emulated.tasks("fan-hollow") == []
+
+
+# Keys a Spark or Hadoop writer leaves, and edge cases of the hidden-name rule.
+SPARK_OUTPUT = {
+    "spark/": b"",
+    "spark/_SUCCESS": b"written by spark\n",
+    "spark/_metadata": b"meta",
+    "spark/.part-0.csv.crc": b"crc",
+    "spark/part-0.csv": b"id\n1\n",
+    "spark/_tmp/part-1.csv": b"id\n2\n",
+    "spark/x_SUCCESS.csv": b"id\n3\n",
+    "spark/empty.csv": b"",
+}
+
+
+def test_the_map_maps_exactly_the_objects_the_local_fan_out_does(emulated):
+    """One key list, two filters: the workflow maps the keys dsjob.dataobjects calls data.
+
+    dsjob.dataobjects.not_data is what `dsjob local fanout` filters with; the workflow's
+    "Data file?" Choice is ASL built from the same constants, so this holds them equal.
+    """
+    _put(emulated, SPARK_OUTPUT)
+    local = sorted(k for k, body in SPARK_OUTPUT.items() if not not_data(k, len(body)))
+    assert local == ["spark/_tmp/part-1.csv", "spark/part-0.csv", "spark/x_SUCCESS.csv"]
+    result = emulated.run("fan-spark", {"inputPrefix": "spark/", "partitions": 1})
+    assert result["status"] == "SUCCEEDED", result
+    mapped = [t["DSJOB_INPUT_KEY"] for t in emulated.tasks("fan-spark") if "DSJOB_INPUT_KEY" in t]
+    assert sorted(mapped) == local
+
+
+def test_a_prefix_of_only_a_success_marker_is_empty_input(emulated):
+    """A folder marker and a _SUCCESS with bytes in it: Dsjob.EmptyInput, as locally; no task."""
+    done = {"done/": b"", "done/_SUCCESS": b"written by spark\n", "done/.crc": b"crc"}
+    _put(emulated, done)
+    assert not [k for k, body in done.items() if not not_data(k, len(body))]
+    result = emulated.run("fan-done", {"inputPrefix": "done/"})
+    assert (result["status"], result["error"]) == ("FAILED", "Dsjob.EmptyInput")
+    assert f"no data objects under s3://{emulated.bucket('input')}/done/" in result["cause"]
+    assert emulated.tasks("fan-done") == []
 
 
 def test_a_failing_reduce_shard_fails_the_run_with_its_own_error(emulated):
