@@ -133,6 +133,14 @@ class S3Store:
         )
         raise TransientError(msg)
 
+    def conditional(self, key: str, what: str, write: Callable[[], object]) -> None:
+        """Run `write`, a conditional write of `key`, as this store's own writes run.
+
+        412: ``ConflictError``; 409: sent again, at most ``CONTENDED_TRIES`` times;
+        anything else translated (the fan-out's work files, :mod:`dsjob.workarea`).
+        """
+        self._retried(key, lambda: self._call(what, key, write))
+
     def create_file(
         self, path: Path, key: str, metadata: Mapping[str, str], digests: Digests
     ) -> None:

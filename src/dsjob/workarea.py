@@ -9,9 +9,10 @@ Layout under the output prefix (``<prefix>``)::
 Every object is created with ``If-None-Match: *`` (S3 conditional writes,
 https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html):
 S3 answers 412 PreconditionFailed when the key exists, 409 ConditionalRequestConflict
-when a concurrent write to it is in flight. moto 5.2.5 answers the 412 the same
-way; it never answers the 409 (it serialises requests), which is handled as
-"retry the task" (exit 5) for AWS.
+when a concurrent write to it is in flight, which is sent again as the publish
+protocol's writes are (:meth:`dsjob.s3store.S3Store.conditional`; exit 5 once it
+stays contended). moto 5.2.5 answers the 412 the same way; it never answers the
+409 (it serialises requests): tests/integration/test_fanout.py injects it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from hashlib import sha256
 from typing import TYPE_CHECKING, Any
 
 from dsjob.aws import aws_errors, translate
-from dsjob.errors import ConfigError, InputError, TransientError
+from dsjob.errors import ConfigError, ConflictError, InputError, TransientError
 from dsjob.s3store import S3Store
 from dsjob.storage import sha256_file
 
@@ -82,28 +83,22 @@ class WorkArea:
 
     def put_new(self, key: str, body: bytes | Path, metadata: dict[str, str] | None = None) -> bool:
         """Create `key` unless it exists; False when it already did (S3 412)."""
-        from botocore.exceptions import ClientError  # noqa: PLC0415
-
         data = body if isinstance(body, bytes) else None
         if data is None and not isinstance(body, bytes) and body.stat().st_size > MAX_PUT_BYTES:
             msg = f"{body.name} is over 5 GiB, S3's limit for one PUT: raise partitions"
             raise ConfigError(msg)
-        try:
+
+        def write() -> None:
             if data is not None:
                 self._put(key, data, metadata)
             else:
                 with body.open("rb") as handle:  # type: ignore[union-attr]
                     self._put(key, handle, metadata)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code == "PreconditionFailed":
-                return False
-            if code == "ConditionalRequestConflict":
-                msg = f"writing {self.uri(key)}: a concurrent write to it is in flight"
-                raise TransientError(msg) from exc
-            raise translate(exc, f"writing {self.uri(key)}", bucket=self.bucket, key=key) from exc
-        except aws_errors() as exc:
-            raise translate(exc, f"writing {self.uri(key)}", bucket=self.bucket, key=key) from exc
+
+        try:
+            self.store.conditional(key, f"writing {self.uri(key)}", write)
+        except ConflictError:
+            return False
         return True
 
     def _put(self, key: str, body: Any, metadata: dict[str, str] | None) -> None:  # noqa: ANN401

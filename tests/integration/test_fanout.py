@@ -19,8 +19,10 @@ from dsjob import config, fanout
 from dsjob.config import S3Location
 from dsjob.errors import InputError
 from dsjob.runner import run_from_flags
+from dsjob.s3store import CONTENDED_TRIES
 from dsjob.sample import write_members_csv
 from dsjob.workarea import object_tag
+from tests.integration.test_publish_failures import fault_log, job_env
 from tests.support.emulator import LocalServe
 from tests.support.paths import DSJOB
 
@@ -412,3 +414,51 @@ def test_reduce_counts_that_do_not_add_up_stop_the_commit(
         in_process(phase="commit", **{"run-id": "fan-9"})
     assert caught.value.exit_code == 3
     assert keys(emulator, "processed/manifests/") == []
+
+
+def test_a_409_on_a_work_file_is_written_again_as_the_publish_writes_are(
+    local_aws: LocalServe, tmp_path: Path
+) -> None:
+    """A map task's work file answered 409 once is sent again; the task succeeds.
+
+    S3 answers a conditional PUT that met a concurrent write to its key with 409
+    ConditionalRequestConflict and asks for it to be sent again (S3 API Reference,
+    PutObject, If-None-Match). moto 5.2.5 never answers 409: s3faults injects it.
+    """
+    seed_objects(local_aws, tmp_path)
+    fault = "conflict:PutObject:_work/fan-409/part:1"
+    env = job_env(local_aws, tmp_path, fault, DSJOB_PHASE="map", DSJOB_RUN_ID="fan-409")
+    key = "raw/members/2027-01-a.csv"
+    proc = subprocess.run(
+        [str(DSJOB), "run"],
+        env={**env, "DSJOB_INPUT_KEY": key, "DSJOB_PARTITIONS": str(P)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert "409 PutObject _work/fan-409/part #1" in fault_log(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert status(proc)["status"] == "succeeded"
+    assert keys(local_aws, "processed/_work/fan-409/maps/") == [
+        f"processed/_work/fan-409/maps/{object_tag(key)}.json"
+    ]
+
+
+def test_a_work_file_that_stays_contended_exits_5(local_aws: LocalServe, tmp_path: Path) -> None:
+    """409 on every try of a work file: sent CONTENDED_TRIES times, then exit 5, no record."""
+    seed_objects(local_aws, tmp_path)
+    fault = "conflict:PutObject:_work/fan-409s/part:1+"
+    env = job_env(local_aws, tmp_path, fault, DSJOB_PHASE="map", DSJOB_RUN_ID="fan-409s")
+    proc = subprocess.run(
+        [str(DSJOB), "run"],
+        env={**env, "DSJOB_INPUT_KEY": "raw/members/2027-01-a.csv", "DSJOB_PARTITIONS": str(P)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert fault_log(tmp_path).count("409 PutObject _work/fan-409s/part") == CONTENDED_TRIES
+    assert proc.returncode == 5, proc.stderr
+    assert "409 ConditionalRequestConflict" in status(proc)["error"]
+    assert keys(local_aws, "processed/_work/fan-409s/maps/") == []
