@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the dsjob images (docker/Dockerfile) with docker or podman, tag and size them.
 #   scripts/build-ml-container.sh [--target dev|production] [--slim] [--with-ml]
-#       [--platform P ...] [--tag TAG ...] [--base-image IMG] [--push] [--no-cache] [--dry-run]
+#       [--platform P ...] [--tag TAG ...] [--base-image IMG] [--push] [--no-cache] [--cache-ttl D] [--dry-run]
 #   --target T        dev (default), production (alias: prod) or lambda (prod + awslambdaric)
 #   --slim            dev without JupyterLab and ML extras (requirements-dev-slim.lock)
 #   --with-ml         production with the ml extra (requirements-ml.lock)
@@ -13,9 +13,13 @@
 #   --push            push to REGISTRY, or ECR resolved from the AWS account/region (scripts/push-ecr.sh)
 #   --push-force      push even with uncommitted changes (passed to push-ecr.sh as --force)
 #   --no-cache        build without the layer cache
+#   --cache-ttl D     podman: reuse only cached layers built in the last D (e.g. 300s); where
+#                     --no-cache builds left two equivalent chains, podman 4.3 takes the oldest
 #   --dry-run         print the engine commands instead of running them
 # Engine: CONTAINER_ENGINE, else docker when a daemon answers, else podman. Tags:
 # IMAGE_NAME:<version>-<git sha>[-flavour] plus the moving tag IMAGE_NAME:dev|dev-slim|prod|prod-ml.
+# VCS_REF (env) overrides the commit recorded in the image, for a context that is a copy
+# of a checkout (outside git): the same commit then reuses the checkout's cached layers.
 # Progress goes to stderr; the last line on stdout is the versioned image reference.
 set -euo pipefail
 # shellcheck source=scripts/lib/common.sh
@@ -33,6 +37,7 @@ with_ml=0
 push=0
 push_force=0
 no_cache=0
+cache_ttl=""
 dry_run=0
 platforms=()
 extra_tags=()
@@ -51,6 +56,8 @@ while [ $# -gt 0 ]; do
     --push) push=1; shift ;;
     --push-force) push=1; push_force=1; shift ;;
     --no-cache) no_cache=1; shift ;;
+    --cache-ttl) cache_ttl=${2:?--cache-ttl needs a value}; shift 2 ;;
+    --cache-ttl=*) cache_ttl=${1#*=}; shift ;;
     --dry-run) dry_run=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
@@ -77,7 +84,7 @@ engine_name=$(basename "$engine")
 
 version=$(project_version)
 sha=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+revision=${VCS_REF:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
 source_url=${SOURCE_URL:-$(git remote get-url origin 2>/dev/null || echo unknown)}
 build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
@@ -144,6 +151,10 @@ index_url=${UV_DEFAULT_INDEX:-${UV_INDEX_URL:-${PIP_INDEX_URL:-}}}
 ca_bundle=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 [ -f "$ca_bundle" ] && cmd+=(--secret "id=ca,src=$ca_bundle")
 [ "$no_cache" = 1 ] && cmd+=(--no-cache)
+if [ -n "$cache_ttl" ]; then
+  [ "$engine_name" = docker ] && { echo "--cache-ttl is a podman option" >&2; exit 2; }
+  cmd+=(--cache-ttl "$cache_ttl")
+fi
 if [ "${#platforms[@]}" -gt 0 ]; then
   platform_list=$(IFS=,; echo "${platforms[*]}")
   cmd+=(--platform "$platform_list")

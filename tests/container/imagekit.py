@@ -158,6 +158,7 @@ def build_image(
     image_name: str = IMAGE_NAME,
     no_cache: bool = False,
     timeout: float = BUILD_TIMEOUT_S,
+    extra_env: dict[str, str] | None = None,
 ) -> BuiltImage:
     """Run the build script (from `context`, a repo checkout or a copy) and describe the result."""
     env = {
@@ -165,6 +166,7 @@ def build_image(
         "CONTAINER_ENGINE": engine.command,
         "BASE_IMAGE": base_image(),
         "IMAGE_NAME": image_name,
+        **(extra_env or {}),
     }
     cmd = [str(context / "scripts" / "build-ml-container.sh"), *args]
     if no_cache:
