@@ -197,8 +197,9 @@ if [ "$engine_name" != docker ] && [ "$multi" = 0 ] && [ -n "$deps_stage" ]; the
   # built from (skipped when that image exists), then the final stage FROM that image.
   # On a rebuild after a source change buildah then walks only the final stage instead of
   # checking every cached step of system-base, builder and the deps stage (each COPY
-  # re-hashed): about 10 s of a 25 s dev rebuild at load 9. The tag stays, so old
-  # dependency images are not dangling: `podman rmi IMAGE:dev-deps-*` frees them.
+  # re-hashed): about 10 s of a 25 s dev rebuild at load 9. The tag is named by content
+  # only (dsjob-deps:dev-deps-<digest>), so builds under another IMAGE_NAME share it. It
+  # keeps old dependency images from dangling: `podman rmi dsjob-deps:<tag>` frees them.
   deps_cmd=() key_args=()
   i=0
   while [ "$i" -lt "${#cmd[@]}" ]; do
@@ -217,7 +218,7 @@ if [ "$engine_name" != docker ] && [ "$multi" = 0 ] && [ -n "$deps_stage" ]; the
   key=$( { printf '%s\n' "$base_id" "${key_args[@]}"
            find docker config/versions.conf requirements*.lock -type f | LC_ALL=C sort | xargs sha256sum
          } | sha256sum | cut -c1-16)
-  deps_ref="$image_name:$deps_stage-$key"
+  deps_ref="dsjob-deps:$deps_stage-$key"
   if [ "$no_cache" = 0 ] && "$engine" image exists "$deps_ref"; then
     echo "dependency image $deps_ref is up to date: building only the $stage stage on it" >&2
   else
