@@ -219,18 +219,29 @@ if [ "$engine_name" != docker ] && [ "$multi" = 0 ] && [ -n "$deps_stage" ]; the
            find docker config/versions.conf requirements*.lock -type f | LC_ALL=C sort | xargs sha256sum
          } | sha256sum | cut -c1-16)
   deps_ref="dsjob-deps:$deps_stage-$key"
-  if [ "$no_cache" = 0 ] && "$engine" image exists "$deps_ref"; then
+  # The prod stage bind-mounts the builder stage (uv) while installing the project: it
+  # gets its own tag too, or the final build would walk system-base and builder again and
+  # podman 4.3 may pick an older equivalent chain of them (it takes the oldest cached one).
+  builder_ref="dsjob-deps:builder-$key"
+  unset 'deps_cmd[${#deps_cmd[@]}-1]'  # the context, after the tag
+  if [ "$no_cache" = 0 ] && "$engine" image exists "$deps_ref" \
+     && { [ "$stage" != prod ] || "$engine" image exists "$builder_ref"; }; then
     echo "dependency image $deps_ref is up to date: building only the $stage stage on it" >&2
   else
-    unset 'deps_cmd[${#deps_cmd[@]}-1]'  # the context, after the tag
+    if [ "$stage" = prod ]; then
+      "${deps_cmd[@]/#$deps_stage/builder}" --tag "$builder_ref" . >&2
+    fi
     "${deps_cmd[@]}" --tag "$deps_ref" . >&2
   fi
   deps_id=$("$engine" image inspect --format '{{.Id}}' "$deps_ref")
+  mount_from=builder
+  [ "$stage" = prod ] && mount_from=$("$engine" image inspect --format '{{.Id}}' "$builder_ref")
   split_file=$(mktemp "${TMPDIR:-/tmp}/dsjob-dockerfile.XXXXXX")
   trap 'rm -f "$split_file"' EXIT
   from="FROM $deps_stage AS $stage"
   [ "$(grep -cx "$from" docker/Dockerfile)" = 1 ] || { echo "docker/Dockerfile: no single '$from'" >&2; exit 1; }
-  sed "s|^$from\$|FROM $deps_id AS $stage|" docker/Dockerfile >"$split_file"
+  sed -e "s|^$from\$|FROM $deps_id AS $stage|" -e "s|from=builder,|from=$mount_from,|g" \
+    docker/Dockerfile >"$split_file"
   for i in "${!cmd[@]}"; do
     [ "${cmd[$i]}" = docker/Dockerfile ] && cmd[i]=$split_file
   done

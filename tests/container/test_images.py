@@ -15,7 +15,7 @@ from packaging.markers import Marker
 
 from tests.support.paths import REPO
 
-from .imagekit import VERSIONS, BuiltImage, Engine, base_image, build_image
+from .imagekit import IMAGE_NAME, VERSIONS, BuiltImage, Engine, base_image, build_image
 
 pytestmark = [
     pytest.mark.container,
@@ -316,7 +316,7 @@ def test_prod_image_metadata(engine: Engine, prod_image: BuiltImage) -> None:
         value = labels.get(f"org.opencontainers.image.{key}")
         assert value, f"label {key} missing"
     assert labels["org.opencontainers.image.revision"] == prod_image.revision
-    assert labels["org.opencontainers.image.title"] == VERSIONS["IMAGE_NAME"]
+    assert labels["org.opencontainers.image.title"] == IMAGE_NAME
     assert config["Entrypoint"] == ["tini", "--", "dsjob", "run"]
     assert "DSJOB_LOCK_FILE=/opt/dsjob/requirements.lock" in config["Env"]
     tag_version, _, sha = prod_image.ref.split(":", 1)[1].partition("-")
