@@ -85,6 +85,7 @@ OTHER_ENV_NAMES = frozenset(
         "DSJOB_LOCK_FILE",
         "DSJOB_INDEX_URL",
         "DSJOB_PYTHON",
+        "DSJOB_UV",
         "DSJOB_IMAGE_FLAVOUR",
         "DSJOB_CHROMIUM",
         "DSJOB_INPUT_PATH",
