@@ -150,6 +150,28 @@ def test_both_extraction_paths_give_plain_files_plain_modes(
     assert (dest / "package/data.txt").stat().st_mode & 0o7777 == 0o644
 
 
+@BOTH_EXTRACTION_PATHS
+def test_a_member_stored_without_permissions_is_readable_after_extraction(
+    tmp_path: Path,
+    use_data_filter: bool,  # noqa: FBT001 -- pytest parameter
+) -> None:
+    """A file archived with mode 000 extracts as 0600: the job can read what it unpacked."""
+    info, data = _file("package/locked.py")
+    info.mode = 0o000
+    dest = tmp_path / "work"
+    dest.mkdir()
+    with tarfile.open(_tarball(tmp_path / "p.tar.gz", [(info, data)])) as tar:
+        members = archive._checked_members(
+            tar,
+            dest,
+            max_total_bytes=archive.MAX_TOTAL_BYTES,
+            max_members=10,
+            max_depth=archive.MAX_DEPTH,
+        )
+        archive._extract(tar, dest, members, use_data_filter=use_data_filter)
+    assert (dest / "package/locked.py").stat().st_mode & 0o7777 == 0o600
+
+
 @pytest.mark.parametrize("name", ["/etc/cron.d/evil", "/tmp/x.py", "\\windows\\evil.py"])
 def test_absolute_path_is_refused(tmp_path: Path, name: str) -> None:
     """A member with an absolute name is refused and named."""
@@ -281,9 +303,14 @@ def test_overwriting_existing_file_is_refused(tmp_path: Path) -> None:
     dest.mkdir()
     (dest / "script.py").write_text("print('mine')\n")
     tarball = _tarball(tmp_path / "p.tar.gz", [_file("script.py", b"print('theirs')\n")])
-    with pytest.raises(UnsafeArchiveError, match="overwrite"):
+    with pytest.raises(UnsafeArchiveError, match=r"'script\.py': would overwrite existing "):
         safe_extract(tarball, dest)
     assert (dest / "script.py").read_text() == "print('mine')\n"
+
+
+def test_a_member_without_a_name_is_refused(tmp_path: Path) -> None:
+    """A member whose name is empty is refused, and the message shows that name."""
+    assert _refused(tmp_path, [_file("")]) == ""
 
 
 def test_duplicate_member_is_refused(tmp_path: Path) -> None:
