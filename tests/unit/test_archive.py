@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import re
 import subprocess
 import sys
 import tarfile
@@ -446,6 +447,7 @@ def test_pack_and_upload(tmp_path: Path, s3: S3Client) -> None:
     script = tmp_path / "script.py"
     script.write_text("print('hello')\n")
     result = pack(src, script, out_dir=tmp_path / "build")
+    assert result.package_path == tmp_path / "build" / "package.tar.gz"
     keys = upload_pack(result, s3, "dsjob-artifacts", "jobs/preprocessing")
     script_sha = hashlib.sha256(script.read_bytes()).hexdigest()
     assert keys == {
@@ -457,6 +459,13 @@ def test_pack_and_upload(tmp_path: Path, s3: S3Client) -> None:
         assert hashlib.sha256(body).hexdigest() == digest
         head = s3.head_object(Bucket="dsjob-artifacts", Key=key)
         assert head["Metadata"]["sha256"] == digest
+
+
+def test_pack_names_a_missing_script(tmp_path: Path) -> None:
+    """`pack` refuses a script that does not exist, naming its path (exit 3)."""
+    missing = tmp_path / "nope.py"
+    with pytest.raises(MissingObjectError, match=re.escape(str(missing))):
+        pack(_make_package(tmp_path), missing)
 
 
 def test_upload_to_missing_bucket_is_a_config_error(tmp_path: Path, s3: S3Client) -> None:
