@@ -174,6 +174,31 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ): "every history entry dsjob writes has committed_at",
     ("history", 'manifest.get("outputs", [])'): "every manifest dsjob writes has an outputs list",
     ("history", 'if newest["run_id"] != run_id:'): "decides only whether a log line is written",
+    ("archive", "+keep = 0o755 if (member.isdir() or member.mode & 0o111) or True else"): (
+        "a member without execute bits keeps the same bits under 0755 and 0644"
+    ),
+    ("archive", "+keep = 0o755 if member.isdir() or member.mode | 0o111 else"): (
+        "a member without execute bits keeps the same bits under 0755 and 0644"
+    ),
+    ("archive", "+keep = 0o755 if member.isdir() or member.mode & 0o111 else 421"): (
+        "0o645 and 0o644 differ only in an execute bit, which such a member does not have"
+    ),
+    ("archive", 'PurePosixPath(name).parts if part != "."'): (
+        "PurePosixPath already drops '.' parts, so the filter never sees one"
+    ),
+    ("pack", '+Metadata={"SHA256": digest}'): (
+        "S3 keeps user-metadata keys in lower case (x-amz-meta-*): it reads back as sha256"
+    ),
+    ("pack", '.decode("ascii")'): "Python's codec names are case-insensitive",
+    ("pack", 'tempfile.mkdtemp(prefix="dsjob-pack-")'): (
+        "the temporary directory's name is not part of the result"
+    ),
+    ("pack", 'if not (src_dir / "__init__.py").is_file():'): (
+        "decides only whether a warning is logged"
+    ),
+    ("pack", "if self.script_path is not None and self.script_sha256 is not None:"): (
+        "pack sets the script's path and digest together, never one alone"
+    ),
     ("cli", "usage=exc.ctx.get_usage() if exc.ctx else"): (
         "click raises each usage error of dsjob's inside a command's context: ctx is never None"
     ),
