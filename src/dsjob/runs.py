@@ -118,6 +118,10 @@ def _merge_tasks(store: OutputStore, run_id: str, keys: dict[str, str]) -> dict[
     if failed:
         record["error"] = f"{task}: {head.get('error', '')}"
     record["tasks"] = {t: st.get("status", "?") for t, st in statuses.items()}
+    # Only map tasks know a dataset that was not set: any task's naming of it stands.
+    named = [st["dataset"] for st in statuses.values() if st.get("dataset")]
+    if named:
+        record["dataset"] = named[0]
     return record
 
 
@@ -128,7 +132,9 @@ def list_runs(
     rows = []
     for record in _records(store, prefix):
         config = record.get("config") or {}
-        if dataset is not None and config.get("dataset") != dataset:
+        # A manifest names it in its config, a status object at its top level.
+        name = config.get("dataset") or record.get("dataset")
+        if dataset is not None and name != dataset:
             continue
         counts = record.get("counts") or record
         dropped = counts.get("dropped") or {}
@@ -136,7 +142,7 @@ def list_runs(
             {
                 "run_id": record["run_id"],
                 "status": record.get("status", "?"),
-                "dataset": config.get("dataset", "-"),
+                "dataset": name or "-",
                 "started_at": record.get("started_at", ""),
                 "rows_in": counts.get("rows_in"),
                 "rows_out": counts.get("rows_out"),

@@ -83,7 +83,9 @@ def failure_status(exc: BaseException, *, run_id: str | None) -> dict[str, Any]:
 
 
 def write_status(cfg: JobConfig, clients: Clients | None, status: Mapping[str, Any]) -> str | None:
-    """Put the status object next to the manifests (S3 outputs only); log, never raise.
+    """Put the status object (`status` and the run's dataset) next to the manifests; never raise.
+
+    S3 outputs only; a failure to write it is logged.
 
     Returns:
         The status object's URI, or None when nothing was written.
@@ -98,7 +100,9 @@ def write_status(cfg: JobConfig, clients: Clients | None, status: Mapping[str, A
         _status_client(clients).put_object(
             Bucket=cfg.output.bucket,
             Key=key,
-            Body=json.dumps(dict(status)).encode(),
+            # The dataset too, which a failed run has no manifest to name it by:
+            # `dsjob runs ls --dataset` filters on it (older objects lack it).
+            Body=json.dumps({**status, **_dataset(cfg)}).encode(),
             ContentType="application/json",
         )
     except Exception as exc:  # noqa: BLE001 - best effort by contract: log and go on
@@ -106,6 +110,24 @@ def write_status(cfg: JobConfig, clients: Clients | None, status: Mapping[str, A
         return None
     LOGGER.info("status written", extra={"uri": uri})
     return uri
+
+
+def _dataset(cfg: JobConfig) -> dict[str, str]:
+    """``{"dataset": ...}`` as the run publishes it; empty where a task cannot know it yet.
+
+    A fan-out's reduce and commit tasks learn an unset dataset from the map records,
+    so only a map task (or any task given the parameter) names it here.
+    """
+    if cfg.phase == "single":
+        return {"dataset": cfg.dataset}
+    if cfg.phase != "map" and cfg.sources.get("dataset") not in ("flag", "env", "ssm"):
+        return {}
+    from dsjob.fanout_tasks import dataset_of  # noqa: PLC0415 - fan-out tasks only
+
+    try:
+        return {"dataset": dataset_of(cfg)}
+    except DsjobError:
+        return {}
 
 
 def _status_client(clients: Clients) -> Any:  # noqa: ANN401 - a boto3 client is dynamically typed

@@ -165,10 +165,11 @@ def status_object(endpoint: str, run_id: str) -> dict[str, object]:
 def test_status_object_is_the_printed_status_on_success_and_failure(
     local_aws: LocalServe,
 ) -> None:
-    """S3 runs leave processed/status/<run-id>.json equal to the last stdout line, ok or not."""
+    """S3 runs leave processed/status/<run-id>.json: the last stdout line + dataset, ok or not."""
     ok = dsjob("run", "--run-id", "good-1", env=local_aws.env())
     assert ok.returncode == 0, ok.stderr
-    assert status_object(local_aws.endpoint, "good-1") == last_json(ok.stdout)
+    good = status_object(local_aws.endpoint, "good-1")
+    assert good == {**last_json(ok.stdout), "dataset": "members"}
     assert last_json(ok.stdout)["rows_in"] == 1228
 
     bad = dsjob("run", "--run-id", "bad-1", "--input-key", "raw/nope.csv", env=local_aws.env())
@@ -176,7 +177,7 @@ def test_status_object_is_the_printed_status_on_success_and_failure(
     printed = last_json(bad.stdout)
     assert printed["run_id"] == "bad-1"
     assert "raw/nope.csv" in str(printed["error"])
-    assert status_object(local_aws.endpoint, "bad-1") == printed
+    assert status_object(local_aws.endpoint, "bad-1") == {**printed, "dataset": "nope"}
 
 
 def test_status_object_failure_never_changes_the_exit_code(local_aws: LocalServe) -> None:

@@ -368,8 +368,11 @@ def test_each_fan_out_task_writes_its_own_status_object(
         parsed: dict[str, Any] = json.loads(body.read())
         return parsed
 
-    assert read("commit.json") == status(commit)  # the commit's own failure, not a map's line
+    # The commit's own failure, not a map's line. Only the maps name the dataset (it is
+    # unset, so the folder's name); the reduce and commit tasks learn it from their records.
+    assert read("commit.json") == status(commit)
     assert read("reduce-0.json") == status(reduce)
+    assert read("map/raw/members/2027-01-a.csv.json")["dataset"] == "members"
     assert read("map/raw/members/2027-01-a.csv.json")["status"] == "succeeded"
     shown = subprocess.run(
         [str(DSJOB), "runs", "show", "fan-9"],
@@ -391,8 +394,8 @@ def test_each_fan_out_task_writes_its_own_status_object(
         timeout=60,
         check=True,
     )
-    rows = {line.split()[0]: line.split()[1] for line in listing.stdout.splitlines()[1:]}
-    assert rows == {"fan-9": "failed"}
+    rows = {line.split()[0]: line.split()[1:3] for line in listing.stdout.splitlines()[1:]}
+    assert rows == {"fan-9": ["failed", "members"]}  # the dataset a map's status names
 
 
 def test_reduce_counts_that_do_not_add_up_stop_the_commit(

@@ -212,3 +212,25 @@ def test_make_help_prints_no_colour_into_a_pipe() -> None:
     )
     assert "\x1b" not in proc.stdout
     assert re.search(r"^  run\s+Run the job", proc.stdout, re.MULTILINE)
+
+
+def test_runs_ls_dataset_lists_that_datasets_failed_runs_only(local_aws: LocalServe) -> None:
+    """A failed run's status object names its dataset: `runs ls --dataset` lists it, not another's.
+
+    A status object written before it named the dataset still lists, under "-".
+    """
+    env = local_aws.env()
+    for run_id, name in (("bad-alpha", "alpha"), ("bad-beta", "beta")):
+        proc = dsjob(
+            "run", "--run-id", run_id, "--dataset", name, "--input-key", "raw/no.csv", env=env
+        )
+        assert proc.returncode == 3, proc.stderr
+    old = {"status": "failed", "exit_code": 3, "error": "missing", "run_id": "old-1"}
+    s3 = client("s3", local_aws.endpoint)
+    s3.put_object(Bucket="dsjob-output", Key="processed/status/old-1.json", Body=json.dumps(old))
+    alpha = dsjob("runs", "ls", "--dataset", "alpha", env=env).stdout.splitlines()
+    assert [line.split()[:3] for line in alpha[1:]] == [["bad-alpha", "failed", "alpha"]]
+    listing = dsjob("runs", "ls", env=env).stdout.splitlines()
+    rows = {line.split()[0]: line.split()[1:3] for line in listing[1:]}
+    assert rows["old-1"] == ["failed", "-"]
+    assert rows["bad-beta"] == ["failed", "beta"]
