@@ -6,8 +6,9 @@
 # container) or an s3:// URI, and override what the seeded configuration names.
 # Starts `.venv/bin/dsjob local serve` on a free loopback port, runs IMAGE (default
 # ds-preprocessing:prod) on the host network with AWS_ENDPOINT_URL pointing at it,
-# stops the server, and exits with the container's exit code. Reports the time from
-# container start to the job's first log line.
+# stops the server, and exits with the container's exit code. The container's stdout
+# is this script's stdout (the job's JSON status line last), its stderr this script's
+# stderr, with the time from container start to the job's first log line.
 set -euo pipefail
 # shellcheck source=scripts/lib/common.sh
 . "$(dirname "$0")/../scripts/lib/common.sh"
@@ -71,18 +72,23 @@ echo "embedded AWS at $endpoint; running $image" >&2
 
 start=$(date +%s.%N)
 set +e
-"$engine" run --rm --network host \
-  -e AWS_ENDPOINT_URL="$endpoint" -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY \
-  -e AWS_DEFAULT_REGION -e AWS_REGION \
-  "${mounts[@]}" "$image" "${job_args[@]}" "${run_args[@]}" 2>&1 | while IFS= read -r line; do
-    # The job's first JSON log line, not the engine's own warnings.
-    if [ ! -e "$work/first" ] && [ "${line#\{}" != "$line" ]; then
-      : >"$work/first"
-      awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN {printf "engine run -> first job log line: %.2f s\n", e - s}' >"$work/first"
-    fi
-    printf '%s\n' "$line"
-  done
-status=${PIPESTATUS[0]}
+# The container's stdout stays this script's stdout, so the job's JSON status line is
+# its last line (README); only stderr (the job's logs, the engine's warnings) passes
+# the watcher: fd 3 carries stdout around the pipe, which takes stderr alone.
+{
+  "$engine" run --rm --network host \
+    -e AWS_ENDPOINT_URL="$endpoint" -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY \
+    -e AWS_DEFAULT_REGION -e AWS_REGION \
+    "${mounts[@]}" "$image" "${job_args[@]}" "${run_args[@]}" 2>&1 1>&3 3>&- | while IFS= read -r line; do
+      # The job's first JSON log line, not the engine's own warnings.
+      if [ ! -e "$work/first" ] && [ "${line#\{}" != "$line" ]; then
+        : >"$work/first"
+        awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN {printf "engine run -> first job log line: %.2f s\n", e - s}' >"$work/first"
+      fi
+      printf '%s\n' "$line" >&2
+    done
+  status=${PIPESTATUS[0]}
+} 3>&1
 set -e
 [ -s "$work/first" ] && cat "$work/first" >&2
 exit "$status"

@@ -32,9 +32,11 @@ def make_run_local(
         env={k: v for k, v in os.environ.items() if not k.startswith(("DSJOB_", "AWS_"))},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    # run-local.sh merges the container's stdout and stderr: every job line is JSON.
-    records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    [status] = [r for r in records if "exit_code" in r and "level" not in r]
+    # run-local.sh keeps the container's streams apart: the status line is the last
+    # stdout line (README), the job's JSON log records are on stderr.
+    status: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
+    assert "level" not in status, status  # a log record is not the status line
+    records = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
     return status, [r for r in records if "level" in r]
 
 
