@@ -1,9 +1,9 @@
 """Case 8: the dev rebuild after a one-line src/ change, and the prod image's pull + start.
 
 - Rebuild: the build script runs from a copy of the build context (outside git, with the
-  checkout's commit as VCS_REF). A first build settles which cached chain the copy uses
-  (not reported), then the same build with nothing changed (the floor: walking the
-  cached stages), then rebuilds each after appending a unique comment to
+  checkout's commit as VCS_REF). A first build finds (or builds) the tagged dependency
+  image and the copy's final stage (not reported), then the same build with nothing
+  changed (the floor), then rebuilds each after appending a unique comment to
   src/dsjob/__init__.py. Both targets, alternating, so they share the machine's load.
 - Cold start: scripts/image_start.py pushes the prod image to a registry on loopback
   (the stand-in for ECR), pulls it into an empty image store and runs it to its first
