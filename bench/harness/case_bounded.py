@@ -123,7 +123,7 @@ def case_memory_bounded(report: Report, rows: int, rounds: int = 1) -> None:
             )
         )
         status = _last_json(out / "job.log")
-        step_seconds.append(_step_seconds(out / "job.log"))
+        step_seconds.append(_step_seconds(boxed[-1].stdout))
         host = WORK / "engines" / f"polars-bounded-{i}"
         shutil.rmtree(host, ignore_errors=True)
         polars.append(
@@ -221,12 +221,14 @@ def _cpu(samples: list[Sample]) -> str:
     return f"{statistics.median(found):.1f}" if found else "unknown"
 
 
-def _step_seconds(log: Path) -> float | None:
-    """The built-in step's own seconds from its 'built-in step done' log line."""
-    if not log.exists():
-        return None
-    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
-        with contextlib.suppress(ValueError, TypeError, KeyError):
+def _step_seconds(output: str) -> float | None:
+    """The built-in step's own seconds from its 'built-in step done' log line.
+
+    The job's log goes to stderr, which the wrapper's ``2>&1 > file`` sends to the
+    harness's pipe (stdout alone goes to job.log).
+    """
+    for line in output.splitlines():
+        with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
             entry = json.loads(line)
             if entry.get("message") == "built-in step done":
                 return float(entry["seconds"])
