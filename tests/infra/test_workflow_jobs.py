@@ -318,4 +318,6 @@ def test_a_real_job_failure_is_classified_from_the_status_the_job_wrote(
     [task] = started_tasks(emulated, run_id)
     [job] = [c for c in task["containers"] if c["name"] == "job"]
     assert job["exitCode"] == 3
+    # The status object is the status line plus the run's dataset (the input's stem).
+    assert cause.pop("dataset") == missing.rsplit("/", 1)[-1].removesuffix(".csv")
     assert json.loads(last_log_line(emulated, task)) == cause
