@@ -20,8 +20,11 @@ botocore swallows plugin import errors, each fault leaves a line in
   409 ``ConditionalRequestConflict``, as S3 answers a conditional write that met a
   concurrent write to its key (S3 API Reference, PutObject and
   CompleteMultipartUpload, ``If-None-Match``); moto never answers it;
-- ``hold-part:N``: block the N-th UploadPart until the process is killed or
-  ``S3FAULT_RELEASE`` exists (the fault log says when it is held).
+- ``hold-after-stored:N``: block the first UploadPart sent after N outputs were
+  stored (N CompleteMultipartUpload calls answered with an ETag) until the process
+  is killed or ``S3FAULT_RELEASE`` exists (the fault log says when it is held).
+  Counting stored outputs, not parts, keeps "the first output is stored" true when
+  a name another run took in the same second makes dsjob upload an output again.
 """
 
 from __future__ import annotations
@@ -96,12 +99,22 @@ def _conflict(operation: str, part: str, when: str) -> Any:
     return handler
 
 
-def _hold(target: int) -> Any:
+def _stored(parsed: Any = None, **_: Any) -> None:
+    if isinstance(parsed, dict) and parsed.get("ETag"):
+        _nth("stored")
+
+
+def _hold(after: int) -> Any:
+    held: list[bool] = []
+
     def handler(**_: Any) -> None:
-        if _nth("part") != target:
-            return
-        _log(f"holding UploadPart #{target}")
-        sys.stderr.write(f"s3faults: holding UploadPart #{target}\n")  # the test reads this
+        with _LOCK:
+            if held or _COUNTS.get("stored", 0) < after:
+                return
+            held.append(True)
+        _log(f"holding an UploadPart after {after} stored")
+        # the test reads this line
+        sys.stderr.write(f"s3faults: holding an UploadPart after {after} stored\n")
         sys.stderr.flush()
         release = Path(os.environ.get("S3FAULT_RELEASE", "/nonexistent/release"))
         while not release.exists():  # held until killed or released by the test
@@ -137,6 +150,7 @@ def initialize_client_plugin(client: Any) -> None:
     elif name == "conflict":
         operation, part, when = arg.split(":")
         events.register(f"before-send.s3.{operation}", _conflict(operation, part, when))
-    elif name == "hold-part":
+    elif name == "hold-after-stored":
+        events.register("after-call.s3.CompleteMultipartUpload", _stored)
         events.register("before-send.s3.UploadPart", _hold(int(arg)))
     _log(f"registered {fault} on an s3 client")

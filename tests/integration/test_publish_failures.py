@@ -290,21 +290,21 @@ def test_failed_prune_keeps_everything_and_the_retry_finishes_it(
 
 
 def _held(
-    aws: LocalServe, tmp_path: Path, *args: str, nth: int = 1, **extra: str
+    aws: LocalServe, tmp_path: Path, *args: str, stored: int = 1, **extra: str
 ) -> subprocess.Popen[str]:
-    """Start a run whose nth UploadPart blocks; return once it is held."""
+    """Start a run that blocks on its next UploadPart once `stored` outputs are stored."""
     proc = subprocess.Popen(
         [str(DSJOB), "run", *args],
-        env=job_env(aws, tmp_path, f"hold-part:{nth}", **extra),
+        env=job_env(aws, tmp_path, f"hold-after-stored:{stored}", **extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     assert proc.stderr is not None
     for line in proc.stderr:  # s3faults writes a line to stderr when it holds the part
-        if f"s3faults: holding UploadPart #{nth}" in line:
+        if f"s3faults: holding an UploadPart after {stored} stored" in line:
             break
-    assert f"holding UploadPart #{nth}" in fault_log(tmp_path), "the fault never fired"
+    assert f"holding an UploadPart after {stored} stored" in fault_log(tmp_path), "never held"
     return proc
 
 
@@ -313,7 +313,7 @@ def test_sigterm_during_an_upload_rolls_back(local_aws: LocalServe, tmp_path: Pa
     assert run(local_aws, tmp_path, "--run-id", "good").returncode == 0
     before = keys(local_aws)
     put_param(local_aws, "output-format", "both")
-    proc = _held(local_aws, tmp_path, "--run-id", "stopped", nth=2)
+    proc = _held(local_aws, tmp_path, "--run-id", "stopped", stored=1)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 143, err
@@ -326,7 +326,7 @@ def _killed_mid_upload(aws: LocalServe, tmp_path: Path, run_id: str, **extra: st
     """Kill -9 a run with both formats after its first output is stored; return the orphan."""
     put_param(aws, "output-format", "both")
     before = set(keys(aws))
-    proc = _held(aws, tmp_path, "--run-id", run_id, nth=2, **extra)
+    proc = _held(aws, tmp_path, "--run-id", run_id, stored=1, **extra)
     proc.kill()
     proc.communicate(timeout=30)
     (tmp_path / "fault.log").unlink()
@@ -382,7 +382,7 @@ def test_a_live_run_mid_upload_keeps_its_objects_and_commits(
 ) -> None:
     """A run held mid-upload keeps its lease fresh: another run's commit leaves its object alone."""
     put_param(local_aws, "output-format", "both")
-    held = _held(local_aws, tmp_path, "--run-id", "slow", nth=2, **LEASE)
+    held = _held(local_aws, tmp_path, "--run-id", "slow", stored=1, **LEASE)
     first = keys(local_aws)
     assert len(first) == 1  # its first output, stored, not committed
     time.sleep(4.5)  # longer than the lease time: only the heartbeat keeps it fresh
@@ -404,7 +404,7 @@ def test_a_run_paused_past_its_lease_loses_it_and_does_not_commit(
 ) -> None:
     """SIGSTOP past the lease time: another run claims it and removes the upload; no commit."""
     put_param(local_aws, "output-format", "both")
-    held = _held(local_aws, tmp_path, "--run-id", "paused", nth=2, **LEASE)
+    held = _held(local_aws, tmp_path, "--run-id", "paused", stored=1, **LEASE)
     first = keys(local_aws)
     held.send_signal(signal.SIGSTOP)  # its heartbeat thread stops with it
     try:
