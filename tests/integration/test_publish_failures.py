@@ -26,7 +26,7 @@ import boto3
 import pytest
 
 from dsjob.errors import TransientError
-from dsjob.publish import publish, upload_verified
+from dsjob.publish import PublishResult, publish, upload_verified
 from dsjob.s3store import S3Store
 from dsjob.storage import MiB, crc32_b64
 from tests.conftest import DSJOB, REPO, LocalServe
@@ -228,6 +228,113 @@ def test_a_create_whose_answer_is_lost_is_still_rolled_back(
         _publish_one(client, tmp_path, "20260115_090000")
     assert keys(local_aws) == []
     assert leases(local_aws) == []
+
+
+def _tick_output(tmp_path: Path, name: str, rows: str) -> Path:
+    out = tmp_path / name
+    out.mkdir()
+    (out / "members.csv").write_text(f"id\n{rows}\n")
+    return out
+
+
+def _publish_tick(store: S3Store, out: Path, stamp: str) -> PublishResult:
+    return publish(
+        store,
+        out,
+        prefix="processed/",
+        stamp=stamp,
+        run_id="tick",
+        dataset="members",
+        metadata={},
+        records={"members.csv": 1},
+        keep_outputs=0,
+        manifest={"run_id": "tick"},
+    )
+
+
+def test_a_twin_that_committed_first_is_reported_when_this_manifest_write_fails(
+    local_aws: LocalServe, tmp_path: Path
+) -> None:
+    """A twin of one run id commits mid-upload, then this manifest write fails: report the twin.
+
+    Two deliveries of one schedule tick (EventBridge Scheduler delivers at least once)
+    share the run id. Here the twin commits while this attempt uploads, and this
+    attempt's own manifest write then meets 409 ConditionalRequestConflict until the
+    store gives up (exit 5 material). Before failing, publish looks for the run's
+    manifest: the twin's is there, so this attempt removes its upload and reports
+    that commit instead of failing a run that is published.
+    """
+    client, other = s3(local_aws), s3(local_aws)
+    seen: list[list[str]] = []
+    twin: list[PublishResult] = []
+
+    def twin_commits(**_: Any) -> None:  # on this attempt's first part, before it is sent
+        if seen:
+            return
+        seen.append(leases(local_aws))
+        twin.append(_publish_tick(S3Store(other, OUT), _tick_output(tmp_path, "b", "2"), "b"))
+        conflict = s3faults._conflict("PutObject", "manifests", "1+")
+        client.meta.events.register("before-send.s3.PutObject", conflict)
+
+    client.meta.events.register("before-send.s3.UploadPart", twin_commits)
+    result = _publish_tick(S3Store(client, OUT), _tick_output(tmp_path, "a", "1"), "a")
+    [held] = seen[0]  # this attempt's lease, where the twin and the orphan check look
+    assert held.startswith("processed/_leases/members/tick.")
+    assert result.already_published
+    assert [o.key for o in result.objects] == [o.key for o in twin[0].objects]
+    assert (
+        result.manifest_uri == twin[0].manifest_uri == f"s3://{OUT}/processed/manifests/tick.json"
+    )
+    outputs = data_keys(local_aws, ".csv")
+    assert outputs == ["processed/members_b.csv"]  # the twin's only; this one's was removed
+    assert client.get_object(Bucket=OUT, Key=outputs[0])["Body"].read() == b"id\n2\n"
+    assert leases(local_aws) == []
+
+
+def test_a_many_part_output_asks_before_it_uploads_and_a_one_part_output_just_tries(
+    local_aws: LocalServe, tmp_path: Path
+) -> None:
+    """A 2-part output skips a taken name after one HEAD; a 1-part one sends no name HEAD.
+
+    The store keeps a COMPOSITE checksum here (as S3 does for a multipart upload that
+    did not ask for FULL_OBJECT), so the verification rebuilds it from part CRC32s
+    computed at the store's own part size: a digest of other part sizes fails it.
+    """
+    client = s3(local_aws)
+    stamp = "20270115_090000"
+    client.put_object(Bucket=OUT, Key=f"processed/big_{stamp}.bin", Body=b"another run's")
+    client.meta.events.register("before-send.s3.CreateMultipartUpload", s3faults._composite)
+    sent: list[tuple[str, str]] = []
+
+    def record(request: Any, event_name: str, **_: Any) -> None:
+        sent.append((event_name.rsplit(".", 1)[-1], request.url.rsplit("/", 1)[-1]))
+
+    client.meta.events.register("before-send.s3.HeadObject", record)
+    client.meta.events.register("before-send.s3.UploadPart", record)
+    out = tmp_path / "output"
+    out.mkdir()
+    (out / "big.bin").write_bytes(os.urandom(6 * MiB))  # two 5 MiB parts
+    (out / "small.csv").write_text("id\n1\n")
+    result = publish(
+        S3Store(client, OUT, part_size=5 * MiB),
+        out,
+        prefix="processed/",
+        stamp=stamp,
+        run_id="named",
+        dataset="members",
+        metadata={},
+        records={"small.csv": 1},
+        keep_outputs=0,
+        manifest={"run_id": "named"},
+    )
+    assert [o.key for o in result.objects] == [
+        f"processed/big_{stamp}-2.bin",
+        f"processed/small_{stamp}.csv",
+    ]
+    parts = [url for op, url in sent if op == "UploadPart"]
+    assert len(parts) == 3  # 2 for big (once, under the free name) + 1 for small
+    small_heads = [url for op, url in sent if op == "HeadObject" and url.startswith("small_")]
+    assert len(small_heads) == 1  # the verification's, none before the upload
 
 
 def test_failed_manifest_write_rolls_back_and_keeps_old_outputs(
