@@ -138,7 +138,7 @@ def _ours(store: OutputStore, key: str, metadata: Mapping[str, str]) -> bool:
     """
     token = metadata.get("attempt")
     if not token:
-        return False
+        return False  # no attempt token: nothing marks any object as this attempt's
     try:
         info = store.head(key)
     except DsjobError:

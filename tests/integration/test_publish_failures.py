@@ -212,6 +212,7 @@ def test_a_failed_create_on_a_name_another_run_holds_leaves_that_object(
     assert kept["Body"].read() == b"id\n7\n"
     assert kept["Metadata"] == {"run-id": "first"}
     assert keys(local_aws) == [taken]
+    assert leases(local_aws) == []  # nothing of this attempt is left, so its lease went too
 
 
 def test_a_create_whose_answer_is_lost_is_still_rolled_back(

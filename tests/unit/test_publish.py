@@ -201,3 +201,24 @@ def test_a_pruned_name_taken_again_is_not_deleted_twice(tmp_path: Path) -> None:
     pointer_path.write_text(json.dumps(pointer))
     do_publish(store, produce(tmp_path, "id\n4\n"), T3, "r4", keep=1)
     assert (tmp_path / "dest" / reused).read_text() == "id\n3\n"
+
+
+def test_an_output_in_a_folder_keeps_the_folder_and_stamps_the_file_name(tmp_path: Path) -> None:
+    """A `v1.2/data` output is published as `v1.2/data_<stamp>`: the folder is kept whole."""
+    out = tmp_path / "work" / "output"
+    (out / "v1.2").mkdir(parents=True)
+    (out / "v1.2" / "data").write_text("id\n1\n")
+    result = publish(
+        LocalStore(tmp_path / "dest"),
+        out,
+        prefix="processed/",
+        stamp=T1,
+        run_id="nested",
+        dataset="members",
+        metadata={},
+        records={},
+        keep_outputs=0,
+        manifest={"run_id": "nested"},
+    )
+    assert [o.key for o in result.objects] == [f"processed/v1.2/data_{T1}"]
+    assert (tmp_path / "dest" / "processed" / "v1.2" / f"data_{T1}").read_text() == "id\n1\n"
