@@ -10,6 +10,8 @@ import signal
 import sys
 import tarfile
 import threading
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -18,7 +20,6 @@ from dsjob import cli, stop
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 pytestmark = pytest.mark.unit
 
@@ -307,13 +308,30 @@ def test_ctrl_c_outside_a_run_exits_130(
     # Ctrl-C's own handler, also where SIGINT is ignored (a shell's background job,
     # nohup); the autouse fixture puts the previous one back.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
+    main = threading.main_thread()
+    done = threading.Event()
+
+    def ctrl_c() -> None:
+        # Aimed at the main thread, once it waits for the FIFO's writer: a signal sent
+        # to the process may land on this thread, leaving the main one in open() for
+        # good (it hung CI that way).
+        wchan = Path(f"/proc/self/task/{main.native_id}/wchan")
+        deadline = time.monotonic() + 30
+        while not done.is_set() and time.monotonic() < deadline:
+            if not wchan.exists() or wchan.read_text() == "wait_for_partner":
+                break
+            time.sleep(0.02)
+        if not done.is_set():
+            signal.pthread_kill(main.ident or 0, signal.SIGINT)
+
+    sender = threading.Thread(target=ctrl_c)
+    sender.start()
     try:
         with pytest.raises(SystemExit):
             cli.main(["health"])
     finally:
-        timer.cancel()
+        done.set()
+        sender.join()
     out, _ = capsys.readouterr()
     status = json.loads(out.strip().splitlines()[-1])
     assert exits == [130]
