@@ -182,20 +182,7 @@ class S3Store:
 
     def create_bytes(self, key: str, data: bytes, content_type: str) -> None:
         """PUT a small object only if `key` is free (S3 checks the CRC32 botocore sends)."""
-        self._retried(
-            key,
-            lambda: self._call(
-                f"writing {self.uri(key)}",
-                key,
-                self._s3.put_object,
-                Bucket=self.bucket,
-                Key=key,
-                Body=data,
-                ContentType=content_type,
-                ChecksumAlgorithm="CRC32",
-                IfNoneMatch="*",
-            ),
-        )
+        self.swap_bytes(key, data, content_type, None)
 
     def swap_bytes(
         self, key: str, data: bytes, content_type: str, expected_etag: str | None

@@ -174,22 +174,26 @@ def test_second_upload_failing_with_both_formats_publishes_nothing(
     assert keys(local_aws) == before
 
 
-def _publish_one(client: S3Client, tmp_path: Path, stamp: str) -> None:
-    out = tmp_path / "output"
-    out.mkdir(exist_ok=True)
-    (out / "members.csv").write_text("id\n1\n")
-    publish(
-        S3Store(client, OUT),
+def _publish_run(store: S3Store, out: Path, stamp: str, run_id: str) -> PublishResult:
+    return publish(
+        store,
         out,
         prefix="processed/",
         stamp=stamp,
-        run_id="second",
+        run_id=run_id,
         dataset="members",
         metadata={},
         records={"members.csv": 1},
         keep_outputs=0,
-        manifest={"run_id": "second"},
+        manifest={"run_id": run_id},
     )
+
+
+def _publish_one(client: S3Client, tmp_path: Path, stamp: str) -> None:
+    out = tmp_path / "output"
+    out.mkdir(exist_ok=True)
+    (out / "members.csv").write_text("id\n1\n")
+    _publish_run(S3Store(client, OUT), out, stamp, "second")
 
 
 def test_a_failed_create_on_a_name_another_run_holds_leaves_that_object(
@@ -238,21 +242,6 @@ def _tick_output(tmp_path: Path, name: str, rows: str) -> Path:
     return out
 
 
-def _publish_tick(store: S3Store, out: Path, stamp: str) -> PublishResult:
-    return publish(
-        store,
-        out,
-        prefix="processed/",
-        stamp=stamp,
-        run_id="tick",
-        dataset="members",
-        metadata={},
-        records={"members.csv": 1},
-        keep_outputs=0,
-        manifest={"run_id": "tick"},
-    )
-
-
 def test_a_twin_that_committed_first_is_reported_when_this_manifest_write_fails(
     local_aws: LocalServe, tmp_path: Path
 ) -> None:
@@ -273,12 +262,14 @@ def test_a_twin_that_committed_first_is_reported_when_this_manifest_write_fails(
         if seen:
             return
         seen.append(leases(local_aws))
-        twin.append(_publish_tick(S3Store(other, OUT), _tick_output(tmp_path, "b", "2"), "b"))
+        twin.append(
+            _publish_run(S3Store(other, OUT), _tick_output(tmp_path, "b", "2"), "b", "tick")
+        )
         conflict = s3faults._conflict("PutObject", "manifests", "1+")
         client.meta.events.register("before-send.s3.PutObject", conflict)
 
     client.meta.events.register("before-send.s3.UploadPart", twin_commits)
-    result = _publish_tick(S3Store(client, OUT), _tick_output(tmp_path, "a", "1"), "a")
+    result = _publish_run(S3Store(client, OUT), _tick_output(tmp_path, "a", "1"), "a", "tick")
     [held] = seen[0]  # this attempt's lease, where the twin and the orphan check look
     assert held.startswith("processed/_leases/members/tick.")
     assert result.already_published
