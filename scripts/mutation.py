@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -279,17 +280,25 @@ def _run_mutmut(module: str, tests: list[str]) -> float:
     cfg.write_text("\n".join(lines))
     started = time.monotonic()
     children, env, server = str(os.cpu_count() or 1), dict(os.environ), None
-    if module in SHARED_EMULATOR:
-        server = start_local_serve()
-        children, env[SHARED_ENV] = "1", server.endpoint  # each test resets the server
     try:
-        subprocess.run(
+        if module in SHARED_EMULATOR:
+            server = start_local_serve()
+            children, env[SHARED_ENV] = "1", server.endpoint  # each test resets the server
+        # mutmut gets a process group of its own, and everything it forks stays in it:
+        # its workers leave with os._exit, skipping pytest's session teardown, so a
+        # `dsjob local serve` that a test session started outlives its worker. Ending
+        # the group once mutmut is done ends those too.
+        mutmut = subprocess.Popen(
             [sys.executable, "-m", "mutmut", "run", "--max-children", children],
             cwd=REPO,
             env=env,
-            check=False,
             stdout=subprocess.DEVNULL,
+            process_group=0,
         )
+        try:
+            mutmut.wait()
+        finally:
+            _end_group(mutmut)
     finally:
         cfg.unlink()
         if server is not None:
@@ -299,6 +308,26 @@ def _run_mutmut(module: str, tests: list[str]) -> float:
     KEEP.mkdir(parents=True, exist_ok=True)
     (REPO / "mutants").rename(KEEP / module)
     return time.monotonic() - started
+
+
+def _end_group(leader: subprocess.Popen[bytes]) -> None:
+    """SIGTERM every process left in `leader`'s process group, then SIGKILL what stays."""
+    group = leader.pid  # process_group=0 made the leader's pid the group's id
+    for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(group, sig)
+        except ProcessLookupError:
+            break  # the group is empty
+        leader.poll()  # reap the leader (the rest were reparented, not ours to wait for)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(group, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+            leader.poll()
+    leader.wait()
 
 
 def _in_log_call(lines: list[str], index: int) -> bool:
