@@ -12,6 +12,7 @@ import subprocess
 import tarfile
 import time
 import zlib
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +61,11 @@ def status(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return parsed
 
 
+def logged(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    """The JSON log records on stderr."""
+    return [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+
+
 def outputs(aws: LocalServe) -> list[str]:
     """What publish wrote; the status object every CLI run leaves is the runner's."""
     pages = s3(aws).get_paginator("list_objects_v2").paginate(Bucket=OUT)
@@ -105,8 +111,11 @@ def test_builtin_run_publishes_outputs_metadata_and_manifest(local_aws: LocalSer
     meta = head["Metadata"]
     assert meta["record-count"] == str(st["rows_out"])
     assert meta["run-id"] == "exec-1"
-    assert meta["input-etag"]
-    assert meta["dsjob-version"]
+    raw = s3(local_aws).head_object(Bucket="dsjob-input", Key="raw/members.csv")
+    # HeadObject's ETag is quoted (S3 API Reference, HeadObject "ETag"); dsjob stores it bare.
+    assert meta["input-etag"] == raw["ETag"].strip('"')
+    # The installed distribution's version, read here independently of dsjob.version().
+    assert meta["dsjob-version"] == metadata.version("dsjob")
     manifest = json.loads(
         s3(local_aws).get_object(Bucket=OUT, Key="processed/manifests/exec-1.json")["Body"].read()
     )
@@ -121,17 +130,25 @@ def test_builtin_run_publishes_outputs_metadata_and_manifest(local_aws: LocalSer
     assert entry["crc32"] == crc
     assert entry["etag"] == head["ETag"].strip('"')
     assert entry["records"] == st["rows_out"]
-    raw = s3(local_aws).head_object(Bucket="dsjob-input", Key="raw/members.csv")
     assert manifest["inputs"]["input"]["etag"] == raw["ETag"].strip('"')
-    assert manifest["versions"]["dsjob"] == meta["dsjob-version"]
+    assert manifest["inputs"]["input"]["bytes"] == raw["ContentLength"]
+    assert manifest["versions"]["dsjob"] == metadata.version("dsjob")
     assert manifest["orphans_removed"] == []
     pointer = json.loads(
         s3(local_aws).get_object(Bucket=OUT, Key="processed/current/members.json")["Body"].read()
     )
     assert (pointer["run_id"], pointer["outputs"]) == ("exec-1", data)
     assert pointer["manifest"] == "processed/manifests/exec-1.json"
-    assert "rows" in proc.stderr  # the human summary
-    assert "manifest" in proc.stderr
+    # With JSON logs the report is one "run summary" record (its text table is for TTYs).
+    [report] = [r for r in logged(proc) if r["message"] == "run summary"]
+    assert report["run_id"] == "exec-1"
+    assert (report["status"], report["mode"]) == ("succeeded", "builtin")
+    assert (report["rows_in"], report["rows_out"]) == (st["rows_in"], st["rows_out"])
+    assert report["dropped"] == st["dropped"]
+    assert report["outputs"] == [
+        {"uri": f"s3://{OUT}/{data[0]}", "size": len(body), "records": st["rows_out"]}
+    ]
+    assert report["manifest"] == f"s3://{OUT}/processed/manifests/exec-1.json"
 
 
 def test_second_run_replaces_first_and_keep_outputs_keeps_history(local_aws: LocalServe) -> None:
@@ -275,8 +292,8 @@ def test_hostile_tarball_is_refused_naming_the_member(local_aws: LocalServe) -> 
     assert outputs(local_aws) == before
 
 
-def test_script_imports_its_package_and_publishes(local_aws: LocalServe, tmp_path: Path) -> None:
-    """The example script and package run end to end: `from package... import` works."""
+def test_script_imports_its_package_and_publishes(local_aws: LocalServe) -> None:
+    """The example script and package run end to end, their SHA-256s on outputs and manifest."""
     repo = Path(__file__).resolve().parents[2]
     proc = subprocess.run(
         [str(DSJOB), "pack", str(repo / "examples"), "--bucket", ART, "--prefix", "jobs"],
@@ -292,10 +309,19 @@ def test_script_imports_its_package_and_publishes(local_aws: LocalServe, tmp_pat
     assert proc.returncode == 0, proc.stderr
     st = status(proc)
     assert st["outputs"]
+    uploaded = {
+        name: hashlib.sha256(
+            s3(local_aws).get_object(Bucket=ART, Key=f"jobs/{file}")["Body"].read()
+        ).hexdigest()
+        for name, file in (("script", "script.py"), ("package", "package.tar.gz"))
+    }
     head = s3(local_aws).head_object(Bucket=OUT, Key=st["outputs"][0].split("/", 3)[3])
-    assert len(head["Metadata"]["script-sha256"]) == 64
-    assert len(head["Metadata"]["package-sha256"]) == 64
-    del tmp_path
+    assert head["Metadata"]["script-sha256"] == uploaded["script"]
+    assert head["Metadata"]["package-sha256"] == uploaded["package"]
+    manifest = json.loads(
+        s3(local_aws).get_object(Bucket=OUT, Key="processed/manifests/scripted.json")["Body"].read()
+    )
+    assert {n: manifest["inputs"][n]["sha256"] for n in uploaded} == uploaded
 
 
 def test_sigterm_stops_the_job_without_publishing(local_aws: LocalServe) -> None:
