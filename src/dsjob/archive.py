@@ -216,11 +216,27 @@ def _extract(
             raise UnsafeArchiveError(getattr(member, "name", "?"), str(exc)) from exc
         return
     # Interpreters without filters: the checks above already proved every path stays
-    # inside root; drop ownership and special mode bits the data filter would drop.
+    # inside root; drop ownership and the mode bits the data filter would drop.
     for member in members:
         member.uid = member.gid = os.getuid()
         member.uname = member.gname = ""
-        if member.isreg() or member.isdir():
-            keep = 0o755 if member.isdir() or member.mode & 0o111 else 0o644
-            member.mode = (member.mode & keep) | stat.S_IRUSR | stat.S_IWUSR
+        if member.isreg():
+            member.mode = _file_mode(member.mode)
+        elif member.isdir():
+            # The data filter creates directories with the default mode; the fallback's
+            # tarfile cannot be told to, so it keeps the stored bits but never locks the
+            # owner out of listing and entering what the job unpacked.
+            member.mode = (member.mode & 0o755) | stat.S_IRWXU
     tar.extractall(root, members=members)  # noqa: S202 -- every member was checked above
+
+
+def _file_mode(mode: int) -> int:
+    """A regular file's mode as the stdlib ``data`` filter sets it (PEP 706).
+
+    No setuid, setgid, sticky or group/other write bits; execute bits only when the
+    owner may execute; the owner may always read and write.
+    """
+    mode &= 0o755
+    if not mode & stat.S_IXUSR:
+        mode &= ~0o111
+    return mode | stat.S_IRUSR | stat.S_IWUSR

@@ -147,6 +147,9 @@ def upload_pack(
     keys: dict[str, str] = {}
     for name, (path, digest) in result.uploads().items():
         key = f"{prefix}{name}"
+        # S3 checks x-amz-checksum-sha256 against the body and answers 400 BadDigest on a
+        # mismatch (S3 User Guide, "Checking object integrity"), so bytes that changed
+        # after pack hashed them are refused. moto 5.2.5 neither checks nor stores it.
         checksum = base64.b64encode(bytes.fromhex(digest)).decode("ascii")
         try:
             with path.open("rb") as body:

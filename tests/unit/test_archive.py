@@ -1,31 +1,22 @@
-"""Tests for dsjob.archive and dsjob.pack: hostile tarballs, reproducible packages, upload."""
+"""Tests for dsjob.archive: hostile tarballs are refused whole, good ones extract safely."""
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
-import re
-import subprocess
-import sys
 import tarfile
 import time
 from typing import TYPE_CHECKING
 
 import pytest
-from moto.server import ThreadedMotoServer
 
 from dsjob import archive
 from dsjob.archive import safe_extract
-from dsjob.errors import ConfigError, InputError, MissingObjectError, UnsafeArchiveError
-from dsjob.pack import FIXED_MTIME, build_package, pack, upload_pack
-from tests.support import credentials
+from dsjob.errors import InputError, MissingObjectError, UnsafeArchiveError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable
     from pathlib import Path
-
-    from mypy_boto3_s3 import S3Client
 
 pytestmark = pytest.mark.unit
 
@@ -89,7 +80,8 @@ def test_good_archive_extracts(tmp_path: Path) -> None:
     assert (dest / "package/copy.py").read_text() == "def f():\n    return 1\n"
 
 
-# The stdlib data filter's path, where this Python has one, and the fallback path.
+# The stdlib data filter's path, where this Python has one, and the fallback path
+# (Debian bookworm's 3.11.2, the images' interpreter, has no filter).
 BOTH_EXTRACTION_PATHS = pytest.mark.parametrize(
     "use_data_filter",
     [
@@ -105,72 +97,116 @@ BOTH_EXTRACTION_PATHS = pytest.mark.parametrize(
 )
 
 
-@BOTH_EXTRACTION_PATHS
-def test_extract_without_stdlib_filter_is_equivalent(
-    tmp_path: Path,
-    use_data_filter: bool,  # noqa: FBT001 -- pytest parameter
-) -> None:
-    """Both extraction paths (3.12 data filter and the 3.11 fallback) drop setuid bits."""
-    info, data = _file("package/run.py")
-    info.mode = 0o4777
+def _extract_on_path(
+    tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes]], *, use_data_filter: bool
+) -> Path:
+    """Check and extract `members` on the chosen path; return the destination."""
     dest = tmp_path / "work"
     dest.mkdir()
-    with tarfile.open(_tarball(tmp_path / "p.tar.gz", [(info, data)])) as tar:
-        members = archive._checked_members(
+    with tarfile.open(_tarball(tmp_path / "p.tar.gz", members)) as tar:
+        checked = archive._checked_members(
             tar,
             dest,
             max_total_bytes=archive.MAX_TOTAL_BYTES,
             max_members=10,
             max_depth=archive.MAX_DEPTH,
         )
-        archive._extract(tar, dest, members, use_data_filter=use_data_filter)
-    mode = (dest / "package/run.py").stat().st_mode
-    assert mode & 0o7777 == 0o755, "setuid and group/other write bits dropped, exec kept"
+        archive._extract(tar, dest, checked, use_data_filter=use_data_filter)
+    return dest
+
+
+@BOTH_EXTRACTION_PATHS
+@pytest.mark.parametrize(
+    ("stored", "extracted"),
+    [
+        pytest.param(0o4777, 0o755, id="setuid-and-group-write-dropped-exec-kept"),
+        pytest.param(0o666, 0o644, id="plain-file-plain-mode"),
+        pytest.param(0o000, 0o600, id="no-permissions-owner-can-read"),
+        pytest.param(0o744, 0o744, id="owner-exec-keeps-exec"),
+        pytest.param(0o641, 0o640, id="other-exec-alone-is-dropped"),
+        pytest.param(0o611, 0o600, id="group-and-other-exec-alone-are-dropped"),
+    ],
+)
+def test_file_modes_come_out_as_the_data_filter_sets_them(
+    tmp_path: Path,
+    stored: int,
+    extracted: int,
+    use_data_filter: bool,  # noqa: FBT001 -- pytest parameter
+) -> None:
+    """On either extraction path a file keeps only owner-granted exec bits and owner rw."""
+    info, data = _file("package/run.py")
+    info.mode = stored
+    dest = _extract_on_path(tmp_path, [(info, data)], use_data_filter=use_data_filter)
+    assert (dest / "package/run.py").stat().st_mode & 0o7777 == extracted
     assert (dest / "package/run.py").read_bytes() == data
 
 
 @BOTH_EXTRACTION_PATHS
-def test_both_extraction_paths_give_plain_files_plain_modes(
+@pytest.mark.parametrize("stored", [0o000, 0o777], ids=["no-permissions", "world-writable"])
+def test_directories_are_open_to_their_owner_and_closed_to_writers(
     tmp_path: Path,
+    stored: int,
     use_data_filter: bool,  # noqa: FBT001 -- pytest parameter
 ) -> None:
-    """A world-writable non-executable file extracts as 0644 on either path."""
-    info, data = _file("package/data.txt")
-    info.mode = 0o666
-    dest = tmp_path / "work"
-    dest.mkdir()
-    with tarfile.open(_tarball(tmp_path / "p.tar.gz", [(info, data)])) as tar:
-        members = archive._checked_members(
-            tar,
-            dest,
-            max_total_bytes=archive.MAX_TOTAL_BYTES,
-            max_members=10,
-            max_depth=archive.MAX_DEPTH,
-        )
-        archive._extract(tar, dest, members, use_data_filter=use_data_filter)
-    assert (dest / "package/data.txt").stat().st_mode & 0o7777 == 0o644
+    """On either path an extracted directory lets the owner in and nobody else write."""
+    folder = tarfile.TarInfo("package")
+    folder.type = tarfile.DIRTYPE
+    folder.mode = stored
+    members = [(folder, b""), _file("package/a.py")]
+    dest = _extract_on_path(tmp_path, members, use_data_filter=use_data_filter)
+    mode = (dest / "package").stat().st_mode & 0o7777
+    assert mode & 0o700 == 0o700, f"{oct(mode)}: the job must list and enter what it unpacked"
+    assert mode & 0o022 == 0, f"{oct(mode)}: group and other must not write into the package"
+    assert (dest / "package/a.py").read_bytes() == b"x = 1\n"
 
 
-@BOTH_EXTRACTION_PATHS
-def test_a_member_stored_without_permissions_is_readable_after_extraction(
-    tmp_path: Path,
-    use_data_filter: bool,  # noqa: FBT001 -- pytest parameter
+def _gnu_sparse(name: str, data: bytes, real_size: int) -> bytes:
+    """An uncompressed tar holding one old-GNU sparse member (typeflag 'S').
+
+    tarfile reads such headers but cannot write one, so the sparse map (GNU tar manual,
+    "Storing Sparse Files": four offset/numbytes pairs at byte 386, the real size at
+    483) is written into a GNU header by hand and the checksum recomputed.
+    """
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.GNUTYPE_SPARSE
+    info.size = len(data)
+    header = bytearray(info.tobuf(tarfile.GNU_FORMAT))
+    header[386:398] = b"%011o\0" % 0  # the one data region starts at offset 0...
+    header[398:410] = b"%011o\0" % len(data)  # ...and holds the stored bytes
+    header[483:495] = b"%011o\0" % real_size  # the file's size with its holes
+    header[148:156] = b" " * 8  # the checksum counts its own field as spaces
+    header[148:155] = b"%06o\0" % sum(header)
+    padding = b"\0" * (-len(data) % tarfile.BLOCKSIZE)
+    return bytes(header) + data + padding + b"\0" * (2 * tarfile.BLOCKSIZE)
+
+
+def _pax_sparse(name: str, data: bytes, real_size: int) -> bytes:
+    """An uncompressed tar holding one member with GNU sparse 0.1 PAX records."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.pax_headers = {"GNU.sparse.map": f"0,{len(data)}", "GNU.sparse.size": str(real_size)}
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("build", [_gnu_sparse, _pax_sparse], ids=["gnu-header", "pax-0.1"])
+def test_sparse_member_is_refused_naming_it(
+    tmp_path: Path, build: Callable[[str, bytes, int], bytes]
 ) -> None:
-    """A file archived with mode 000 extracts as 0600: the job can read what it unpacked."""
-    info, data = _file("package/locked.py")
-    info.mode = 0o000
+    """A sparse member (its size on disk is not its header size) is refused and named."""
+    tarball = tmp_path / "package.tar.gz"
+    tarball.write_bytes(gzip.compress(build("package/holes.bin", b"data" * 128, 1 << 20)))
+    with tarfile.open(tarball) as tar:
+        assert tar.getmember("package/holes.bin").issparse(), "tarfile must read it as sparse"
     dest = tmp_path / "work"
-    dest.mkdir()
-    with tarfile.open(_tarball(tmp_path / "p.tar.gz", [(info, data)])) as tar:
-        members = archive._checked_members(
-            tar,
-            dest,
-            max_total_bytes=archive.MAX_TOTAL_BYTES,
-            max_members=10,
-            max_depth=archive.MAX_DEPTH,
-        )
-        archive._extract(tar, dest, members, use_data_filter=use_data_filter)
-    assert (dest / "package/locked.py").stat().st_mode & 0o7777 == 0o600
+    with pytest.raises(UnsafeArchiveError, match="sparse files are not supported") as excinfo:
+        safe_extract(tarball, dest)
+    assert excinfo.value.member == "package/holes.bin"
+    assert "'package/holes.bin'" in str(excinfo.value)
+    assert excinfo.value.exit_code == 3
+    assert list(dest.iterdir()) == []
 
 
 @pytest.mark.parametrize("name", ["/etc/cron.d/evil", "/tmp/x.py", "\\windows\\evil.py"])
@@ -326,150 +362,3 @@ def test_not_a_tarball_is_an_input_error(tmp_path: Path) -> None:
     bad.write_bytes(gzip.compress(b"this is not a tar archive" * 10)[:40])
     with pytest.raises(InputError, match="cannot extract package archive"):
         safe_extract(bad, tmp_path / "w")
-
-
-def _make_package(root: Path) -> Path:
-    src = root / "package"
-    (src / "sub").mkdir(parents=True)
-    (src / "__init__.py").write_text("")
-    (src / "preprocessing.py").write_text("def clean(x):\n    return x.strip()\n")
-    (src / "sub" / "tool.sh").write_text("#!/bin/sh\n")
-    (src / "sub" / "tool.sh").chmod(0o775)
-    (src / "__pycache__").mkdir()
-    (src / "__pycache__" / "preprocessing.cpython-311.pyc").write_bytes(b"\0")
-    (src / ".ipynb_checkpoints").mkdir()
-    (src / ".ipynb_checkpoints" / "x.py").write_text("")
-    (src / "stale.pyc").write_bytes(b"\0")
-    return src
-
-
-def test_build_package_is_byte_reproducible(tmp_path: Path) -> None:
-    """Building the same tree twice, with different mtimes and modes, gives identical bytes."""
-    src = _make_package(tmp_path / "one")
-    first = tmp_path / "a" / "package.tar.gz"
-    digest = build_package(src, first)
-    # Touch everything and loosen a mode: neither may change the archive.
-    for path in src.rglob("*"):
-        path.touch()
-    (src / "preprocessing.py").chmod(0o666)
-    second = tmp_path / "b" / "package.tar.gz"
-    assert build_package(src, second) == digest
-    assert first.read_bytes() == second.read_bytes()
-    assert hashlib.sha256(first.read_bytes()).hexdigest() == digest
-    # A copy of the tree elsewhere (other inode order, other parent) packs the same.
-    other = _make_package(tmp_path / "two" / "deeper")
-    assert build_package(other, tmp_path / "c.tar.gz") == digest
-    # The gzip header carries no file name and no timestamp (RFC 1952: FLG bit 3, MTIME).
-    header = first.read_bytes()[:10]
-    assert header[3] & 0x08 == 0
-    assert header[4:8] == b"\0\0\0\0"
-    with tarfile.open(first) as tar:
-        assert tar.pax_headers is not None
-        assert all(m.name.startswith("package") for m in tar.getmembers())
-
-
-def test_build_package_writes_into_a_new_directory_tree(tmp_path: Path) -> None:
-    """The archive's parent directories are created as needed."""
-    out = tmp_path / "not" / "yet" / "there" / "package.tar.gz"
-    build_package(_make_package(tmp_path / "src"), out)
-    assert out.is_file()
-
-
-def test_build_package_refuses_a_symlinked_directory_naming_it(tmp_path: Path) -> None:
-    """A symlinked directory inside the tree is a config error that names it."""
-    src = _make_package(tmp_path / "src")
-    (src / "linked").symlink_to(src / "sub")
-    with pytest.raises(ConfigError, match=r"cannot pack symlinked directory .*linked"):
-        build_package(src, tmp_path / "p.tar.gz")
-
-
-def test_build_package_members_are_normalised(tmp_path: Path) -> None:
-    """Members are sorted, under the dir's name, owned by 0 with fixed mtime; no caches."""
-    src = _make_package(tmp_path)
-    out = tmp_path / "out" / "package.tar.gz"
-    build_package(src, out)
-    assert out.read_bytes()[4:8] == b"\0\0\0\0", "gzip header mtime must be zero"
-    with tarfile.open(out) as tar:
-        infos = tar.getmembers()
-    assert [i.name for i in infos] == [
-        "package",
-        "package/__init__.py",
-        "package/preprocessing.py",
-        "package/sub",
-        "package/sub/tool.sh",
-    ]
-    assert {(i.mtime, i.uid, i.gid, i.uname, i.gname) for i in infos} == {
-        (FIXED_MTIME, 0, 0, "", "")
-    }
-    modes = {i.name: i.mode for i in infos}
-    assert modes["package/sub/tool.sh"] == 0o755
-    assert modes["package/preprocessing.py"] == 0o644
-    assert modes["package"] == 0o755
-
-
-def test_built_package_extracts_and_imports(tmp_path: Path) -> None:
-    """A built package passes safe_extract and `from package.preprocessing import *` works."""
-    src = _make_package(tmp_path / "src")
-    tarball = tmp_path / "package.tar.gz"
-    build_package(src, tarball)
-    work = tmp_path / "work"
-    safe_extract(tarball, work)
-    code = "from package.preprocessing import *; print(clean('  hi  '))"
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=work, capture_output=True, text=True, check=True
-    )
-    assert done.stdout == "hi\n"
-
-
-def test_build_package_refuses_missing_dir_and_output_inside(tmp_path: Path) -> None:
-    """Packing a missing directory, or writing the archive inside the tree, is a config error."""
-    with pytest.raises(ConfigError, match="not a directory"):
-        build_package(tmp_path / "nope", tmp_path / "p.tar.gz")
-    src = _make_package(tmp_path)
-    with pytest.raises(ConfigError, match="must not be written inside"):
-        build_package(src, src / "package.tar.gz")
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Client]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    client: S3Client = credentials.client("s3", f"http://{host}:{port}")
-    client.create_bucket(Bucket="dsjob-artifacts")
-    yield client
-    server.stop()
-
-
-def test_pack_and_upload(tmp_path: Path, s3: S3Client) -> None:
-    """Pack and upload_pack put package.tar.gz and script.py under the prefix with their sha256."""
-    src = _make_package(tmp_path)
-    script = tmp_path / "script.py"
-    script.write_text("print('hello')\n")
-    result = pack(src, script, out_dir=tmp_path / "build")
-    assert result.package_path == tmp_path / "build" / "package.tar.gz"
-    keys = upload_pack(result, s3, "dsjob-artifacts", "jobs/preprocessing")
-    script_sha = hashlib.sha256(script.read_bytes()).hexdigest()
-    assert keys == {
-        "jobs/preprocessing/package.tar.gz": result.package_sha256,
-        "jobs/preprocessing/script.py": script_sha,
-    }
-    for key, digest in keys.items():
-        body = s3.get_object(Bucket="dsjob-artifacts", Key=key)["Body"].read()
-        assert hashlib.sha256(body).hexdigest() == digest
-        head = s3.head_object(Bucket="dsjob-artifacts", Key=key)
-        assert head["Metadata"]["sha256"] == digest
-
-
-def test_pack_names_a_missing_script(tmp_path: Path) -> None:
-    """`pack` refuses a script that does not exist, naming its path (exit 3)."""
-    missing = tmp_path / "nope.py"
-    with pytest.raises(MissingObjectError, match=re.escape(str(missing))):
-        pack(_make_package(tmp_path), missing)
-
-
-def test_upload_to_missing_bucket_is_a_config_error(tmp_path: Path, s3: S3Client) -> None:
-    """Uploading to a bucket that does not exist names the bucket as a configuration problem."""
-    result = pack(_make_package(tmp_path), None)
-    with pytest.raises(ConfigError, match=r"s3://no-such-bucket/p/package\.tar\.gz"):
-        upload_pack(result, s3, "no-such-bucket", "p/")
