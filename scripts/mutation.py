@@ -67,7 +67,14 @@ MODULES: dict[str, list[str]] = {
         "tests/unit/test_stop.py",
         "tests/unit/test_lease.py",
     ],
-    "verify": ["tests/unit/test_publish.py", "tests/unit/test_publish_contract.py"],
+    "verify": [
+        "tests/unit/test_publish.py",
+        "tests/unit/test_publish_contract.py",
+        # the checksums S3 (moto) computed, in-process: full-object, composite as S3's
+        # HEAD spells it and as moto's does, bent parts, the manifest's ETag and version
+        "tests/integration/test_verify_s3.py",
+        "tests/integration/test_publish_failures.py::test_a_composite_checksum_is_recomputed_from_the_parts",
+    ],
     "orphans": [
         "tests/unit/test_lease.py",
         "tests/unit/test_publish.py",
@@ -230,6 +237,20 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("pack", "if self.script_path is not None and self.script_sha256 is not None:"): (
         "pack sets the script's path and digest together, never one alone"
     ),
+    ("verify", "accepted = set()"): (
+        "accepted is read only when the store reported a checksum; this branch is the one "
+        "where it reported none"
+    ),
+    ("verify", 'elif info.checksum_type == "FULL_OBJECT":'): (
+        "a FULL_OBJECT answer then meets the else branch, which also accepts the full CRC32; "
+        "it lets a wrong body through only if its CRC32 equals this file's composite value, "
+        "a 2**-32 chance, the same as a collision with the full value that any CRC32 check has"
+    ),
+    ("verify", '+composite.partition("-")[0]'): (
+        "base64 has no '-', so the composite's first '-' is its last: partition = rpartition"
+    ),
+    ("verify", "+computed here {'XX or XX'.join"): "rewords an error; its class and key stay",
+    ("verify", "+computed here {' OR '.join"): "rewords an error; its class and key stay",
     ("cli", "usage=exc.ctx.get_usage() if exc.ctx else"): (
         "click raises each usage error of dsjob's inside a command's context: ctx is never None"
     ),
