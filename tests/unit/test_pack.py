@@ -18,7 +18,7 @@ from moto.server import ThreadedMotoServer
 from urllib3.response import HTTPResponse
 
 from dsjob.archive import safe_extract
-from dsjob.errors import ConfigError, MissingObjectError
+from dsjob.errors import ConfigError, ExitCode, MissingObjectError
 from dsjob.pack import FIXED_MTIME, build_package, find_package_dir, pack, upload_pack
 from tests.support import credentials
 
@@ -286,8 +286,9 @@ def test_an_upload_s3_refuses_is_a_config_error_naming_bucket_and_key(
 def test_pack_names_a_missing_script(tmp_path: Path) -> None:
     """`pack` refuses a script that does not exist, naming its path (exit 3)."""
     missing = tmp_path / "nope.py"
-    with pytest.raises(MissingObjectError, match=re.escape(str(missing))):
+    with pytest.raises(MissingObjectError, match=re.escape(str(missing))) as caught:
         pack(_make_package(tmp_path), missing)
+    assert caught.value.exit_code == ExitCode.INPUT
 
 
 def test_upload_to_missing_bucket_is_a_config_error(tmp_path: Path, s3: S3Client) -> None:
