@@ -7,8 +7,9 @@
 # containerEnv would pass an unset one as "", and boto3 fails on AWS_PROFILE=""
 # (ProfileNotFound). Names only; credentials stay in ~/.aws.
 set -euo pipefail
-# Standalone (the devcontainer CLI runs it before anything else): its own usage.
-case "${1:-}" in -h|--help) awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"; exit 0 ;; esac
+# shellcheck source=scripts/lib/common.sh
+. "$(dirname "$0")/../scripts/lib/common.sh"
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
 here=$(cd "$(dirname "$0")" && pwd)
 
 mkdir -p "$HOME/.aws"

@@ -16,9 +16,10 @@
 # manifest list (multi-platform build) is pushed with all its images.
 # Prints each pushed reference on stdout.
 set -euo pipefail
-usage() { sed -n '2,16s/^# \{0,1\}//p' "$0"; }
+# shellcheck source=scripts/lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
 
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$DSJOB_ROOT
 registry=${REGISTRY:-}
 region=""
 force=0

@@ -121,6 +121,7 @@ def test_initialize_passes_only_the_aws_settings_that_are_set(tmp_path: Path) ->
     """initialize.sh creates ~/.aws and never writes an empty AWS_PROFILE (boto3 rejects it)."""
     copy = tmp_path / ".devcontainer"
     shutil.copytree(REPO / ".devcontainer", copy, ignore=shutil.ignore_patterns(".host.env"))
+    shutil.copytree(REPO / "scripts" / "lib", tmp_path / "scripts" / "lib")  # it sources common.sh
     home = tmp_path / "home"
     home.mkdir()
     base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}

@@ -117,7 +117,7 @@ def test_push_refuses_a_dirty_tree(tmp_path: Path) -> None:
     """push-ecr.sh refuses uncommitted changes before touching any registry, unless --force."""
     repo = tmp_path / "repo"
     (repo / "scripts" / "lib").mkdir(parents=True)
-    for name in ("push-ecr.sh", "lib/container-engine.sh"):  # the script and what it sources
+    for name in ("push-ecr.sh", "lib/common.sh", "lib/container-engine.sh"):  # it and its sources
         shutil.copy2(REPO / "scripts" / name, repo / "scripts" / name)
     git = ["git", "-C", str(repo), "-c", "user.email=t@example.com", "-c", "user.name=t"]
     subprocess.run([*git, "init", "-q"], check=True)
