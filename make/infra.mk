@@ -3,7 +3,8 @@
 # pinned in config/versions.conf, running the app with the project venv (infra/cdk.json).
 ENV ?= dev
 INFRA_OUT ?= infra/cdk.out
-AWS_CDK_CLI_VERSION ?= $(shell sed -n 's/^AWS_CDK_CLI_VERSION=//p' config/versions.conf)
+# `version` is make/images.mk's reader (included before this file; expanded lazily anyway).
+AWS_CDK_CLI_VERSION ?= $(call version,AWS_CDK_CLI_VERSION)
 # Where the job runs: fargate (the prod image as an ECS task) or lambda (the `lambda`
 # image as a function); `make ml-push COMPUTE=lambda` builds and pushes the lambda target.
 COMPUTE ?= fargate

@@ -21,6 +21,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tests.support.versions import VERSIONS
+
 if TYPE_CHECKING:
     import resource
     from collections.abc import Sequence
@@ -165,9 +167,7 @@ def container_engine() -> str | None:
 
 def image_name() -> str:
     """IMAGE_NAME from the environment or config/versions.conf."""
-    text = (ROOT / "config" / "versions.conf").read_text(encoding="utf-8")
-    found = re.search(r"^IMAGE_NAME=(\S+)", text, re.MULTILINE)
-    return os.environ.get("IMAGE_NAME", found.group(1) if found else "ds-preprocessing")
+    return os.environ.get("IMAGE_NAME") or VERSIONS["IMAGE_NAME"]
 
 
 def image_exists(engine: str, ref: str) -> bool:

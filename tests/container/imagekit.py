@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.paths import REPO
+from tests.support.versions import VERSIONS, read_conf
 
 BUILD_SCRIPT = REPO / "scripts" / "build-ml-container.sh"
 
@@ -26,21 +27,6 @@ COLD_BUILD_S = {"prod": 109, "dev": 186, "prod+dev in a row": 295, "prod+dev at 
 BUILD_TIMEOUT_S = 1800.0
 
 
-def read_conf(path: Path) -> dict[str, str]:
-    """KEY=value lines of a shell-sourceable file (comments and blanks skipped)."""
-    values: dict[str, str] = {}
-    if not path.is_file():
-        return values
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, value = line.split("=", 1)
-        values[key.strip()] = value.strip().strip("'\"")
-    return values
-
-
-VERSIONS = read_conf(REPO / "config" / "versions.conf")
 # IMAGE_NAME from the environment first: on a shared machine each user builds their own.
 IMAGE_NAME = os.environ.get("IMAGE_NAME") or VERSIONS.get("IMAGE_NAME", "ds-preprocessing")
 

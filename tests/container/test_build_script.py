@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.paths import REPO
-
-from .imagekit import VERSIONS
+from tests.support.versions import VERSIONS
 
 # The script only prints the engine commands: no engine needed.
 pytestmark = pytest.mark.unit

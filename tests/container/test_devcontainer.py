@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.support.paths import REPO
+from tests.support.versions import VERSIONS
 
-from .imagekit import VERSIONS, base_image
+from .imagekit import base_image
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

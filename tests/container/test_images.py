@@ -14,8 +14,9 @@ import pytest
 from packaging.markers import Marker
 
 from tests.support.paths import REPO
+from tests.support.versions import VERSIONS
 
-from .imagekit import IMAGE_NAME, VERSIONS, BuiltImage, Engine, base_image, build_image
+from .imagekit import IMAGE_NAME, BuiltImage, Engine, base_image, build_image
 
 pytestmark = [
     pytest.mark.container,

@@ -1,1 +1,4 @@
-"""Shared test helpers, one small module per concern: paths, ports, credentials, emulator, skips."""
+"""Shared test helpers, one small module per concern.
+
+paths, ports, credentials, emulator, skips, versions (config/versions.conf).
+"""
