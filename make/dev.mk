@@ -6,7 +6,8 @@ JUPYTER_NETWORK ?= host
 DEV_IMAGE ?=
 CONTAINER_ENGINE ?=
 
-# Image and engine are only passed on when chosen; the script picks podman, then docker.
+# Image and engine are only passed on when chosen; otherwise the script picks them
+# (the engine as scripts/lib/container-engine.sh decides).
 DEV_ENV = JUPYTER_PORT=$(JUPYTER_PORT) JUPYTER_NETWORK=$(JUPYTER_NETWORK) \
 	$(if $(DEV_IMAGE),DEV_IMAGE=$(DEV_IMAGE)) $(if $(CONTAINER_ENGINE),CONTAINER_ENGINE=$(CONTAINER_ENGINE))
 

@@ -1,7 +1,7 @@
 # Images: build, test, inspect, push and rehearse the prod container (docker/Dockerfile).
-# The engine is docker when a daemon answers, else podman; BASE_IMAGE and IMAGE_NAME
-# default to config/versions.conf (CI sets BASE_IMAGE to its bootstrapped Debian base).
-# scripts/lib/container-engine.sh decides the engine (one place for every caller).
+# scripts/lib/container-engine.sh decides the engine (one place for every caller);
+# BASE_IMAGE and IMAGE_NAME default to config/versions.conf (CI sets BASE_IMAGE to its
+# bootstrapped Debian base).
 ifeq ($(strip $(CONTAINER_ENGINE)),)
 CONTAINER_ENGINE := $(shell bash -c '. scripts/lib/container-engine.sh && container_engine')
 endif

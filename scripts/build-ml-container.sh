@@ -14,7 +14,7 @@
 #   --push-force      push even with uncommitted changes (passed to push-ecr.sh as --force)
 #   --no-cache        build without the layer cache
 #   --dry-run         print the engine commands instead of running them
-# Engine: CONTAINER_ENGINE, else docker when a daemon answers, else podman. Tags:
+# Engine: CONTAINER_ENGINE, else as scripts/lib/container-engine.sh decides. Tags:
 # IMAGE_NAME:<version>-<git sha>[-flavour] plus the moving tag IMAGE_NAME:dev|dev-slim|prod|prod-ml.
 # VCS_REF (env) overrides the commit recorded in the image, for a context that is a copy
 # of a checkout (outside git): the same commit then reuses the checkout's cached layers.

@@ -12,7 +12,7 @@
 #                          faster to unpack on every Fargate start); podman only
 #   --force                push even when the git tree has uncommitted changes
 #   --dry-run              print the engine commands (the ECR lookup still runs)
-# Engine: CONTAINER_ENGINE, else docker when a daemon answers, else podman. A podman
+# Engine: CONTAINER_ENGINE, else as scripts/lib/container-engine.sh decides. A podman
 # manifest list (multi-platform build) is pushed with all its images.
 # Prints each pushed reference on stdout.
 set -euo pipefail
