@@ -18,7 +18,7 @@ import click
 
 from dsjob import stop
 from dsjob.commands import configure_logging, local, log_options, outputs, runs
-from dsjob.config import OUTPUT_FORMATS, PARAMS, PHASES, env_name
+from dsjob.config import BAD_ROW_POLICIES, OUTPUT_FORMATS, PARAMS, PHASES, env_name
 from dsjob.errors import (
     ConfigError,
     DsjobError,
@@ -49,7 +49,7 @@ Exit codes:
 Shell completion: eval "$(_DSJOB_COMPLETE=bash_source dsjob)"  (zsh_source, fish_source)
 """
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-_CHOICES = {"output-format": OUTPUT_FORMATS, "on-bad-rows": ("fail", "skip"), "phase": PHASES}
+_CHOICES = {"output-format": OUTPUT_FORMATS, "on-bad-rows": BAD_ROW_POLICIES, "phase": PHASES}
 _PATHS = frozenset({"input", "model", "script", "package", "transform", "output-dir", "work-root"})
 # The run id once the configuration resolved, for the failure status line.
 _RUN: dict[str, str] = {}
