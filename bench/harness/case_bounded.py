@@ -1,9 +1,9 @@
 """Case 2: the built-in step in the prod image under --memory 512m, side by side with polars.
 
-The issue's 10 M-row target compares the step *inside* a 512 MiB container with
-polars' streaming engine on the host (it needs several GB, so it cannot run under
-the same cap), on the same file in the same run. Rounds alternate container and
-polars so load on a shared machine falls on both alike.
+On the run's largest input (bench/run.py's sizes) it compares the step *inside* a
+512 MiB container with polars' streaming engine on the host (it needs several GB, so
+it cannot run under the same cap), on the same file in the same run. Rounds alternate
+container and polars so load on a shared machine falls on both alike.
 """
 
 from __future__ import annotations
