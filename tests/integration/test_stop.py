@@ -229,6 +229,7 @@ def test_deep_tree_left_in_the_work_dir_is_removed_and_the_run_succeeds(tmp_path
         "import os, dsjob\n"
         "ctx = dsjob.context()\n"
         "(ctx.output_dir / 'data.csv').write_text('id\\n1\\n')\n"
+        "(ctx.output_dir / 'where.txt').write_text(str(ctx.work_dir))\n"
         "os.chdir(ctx.work_dir)\n"
         "for _ in range(1100):\n"
         "    os.mkdir('d')\n"
@@ -243,4 +244,7 @@ def test_deep_tree_left_in_the_work_dir_is_removed_and_the_run_succeeds(tmp_path
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # The tree was made in --work-root (not elsewhere), so its emptiness means removal.
+    [where] = (tmp_path / "out").glob("where_*.txt")
+    assert Path(where.read_text()).parent == tmp_path / "work-root"
     assert list((tmp_path / "work-root").iterdir()) == []
