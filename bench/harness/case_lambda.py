@@ -20,9 +20,10 @@ import subprocess
 import time
 import uuid
 
-from bench.harness.cases_more import FAKE_AWS, embedded_aws
+from bench.harness.cases_more import embedded_aws
 from bench.harness.measure import container_engine, image_exists, image_name, measure
 from bench.harness.report import Report, span
+from tests.support.credentials import FAKE_ENV
 from tests.support.lambda_runtime import serving
 
 ROWS = 1228
@@ -35,7 +36,7 @@ def _lambda_run(
 ) -> tuple[float, float, str]:
     """One cold start: seconds to the first /next poll, to the response, and its kind."""
     name = f"dsjob-bench-lambda-{uuid.uuid4().hex[:8]}"
-    env = {**FAKE_AWS, "AWS_ENDPOINT_URL": aws["AWS_ENDPOINT_URL"]}
+    env = {**FAKE_ENV, "AWS_ENDPOINT_URL": aws["AWS_ENDPOINT_URL"]}
     env_args = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
     with serving() as api:
         started = time.perf_counter()
@@ -92,7 +93,7 @@ def case_lambda_start(report: Report, runs: int) -> None:
             return
         env_args = [
             arg
-            for key, value in {**FAKE_AWS, "AWS_ENDPOINT_URL": aws["AWS_ENDPOINT_URL"]}.items()
+            for key, value in {**FAKE_ENV, "AWS_ENDPOINT_URL": aws["AWS_ENDPOINT_URL"]}.items()
             for arg in ("-e", f"{key}={value}")
         ]
         for i in range(runs):

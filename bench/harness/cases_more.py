@@ -27,16 +27,10 @@ from bench.harness.measure import (
     measure,
 )
 from bench.harness.report import Report, span
+from tests.support.credentials import FAKE_ENV
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
-
-
-FAKE_AWS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 # --- case 3 + 6: against the embedded AWS -------------------------------------------------------
@@ -50,9 +44,9 @@ def embedded_aws(rows: int) -> Iterator[dict[str, str] | None]:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-        env={**os.environ, **FAKE_AWS},
+        env={**os.environ, **FAKE_ENV},
     )
-    env: dict[str, str] = dict(FAKE_AWS)
+    env: dict[str, str] = dict(FAKE_ENV)
     try:
         if proc.stdout is None:
             raise RuntimeError("no stdout pipe")
@@ -90,7 +84,7 @@ def case_small_job(report: Report, runs: int) -> None:
         ]
     ok = [s for s in samples if s.returncode == 0]
     status = _status(samples[-1].stdout)
-    total = measure([DSJOB, "local", "run", "--rows", "1228"], env=FAKE_AWS)
+    total = measure([DSJOB, "local", "run", "--rows", "1228"], env=FAKE_ENV)
     lines = [
         (
             "`dsjob run` (SSM config, S3 fetch, built-in step, publish, manifest) against "

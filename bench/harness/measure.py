@@ -21,13 +21,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tests.support.paths import REPO
 from tests.support.versions import VERSIONS
 
 if TYPE_CHECKING:
     import resource
     from collections.abc import Sequence
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO  # the bench modules' name for it
 DATA = Path(os.environ.get("BENCH_DATA", ROOT / "bench" / ".data"))
 WORK = Path(os.environ.get("BENCH_WORK", ROOT / "bench" / ".work"))
 PY = sys.executable

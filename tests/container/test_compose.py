@@ -8,11 +8,11 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import boto3
 import pytest
 
+from tests.support.credentials import client
 from tests.support.paths import REPO
 from tests.support.ports import free_port
 
@@ -60,14 +60,6 @@ def project(
     subprocess.run([*base, "down", "-t", "2"], env=env, capture_output=True, check=False)
 
 
-def _emulator(port: str) -> Any:
-    factory: Any = boto3.client
-    return factory(
-        "s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key="testing",
-    )  # fmt: skip
-
-
 def test_compose_job_publishes_to_the_compose_emulator(
     project: tuple[list[str], dict[str, str]],
 ) -> None:
@@ -93,7 +85,6 @@ def test_compose_job_publishes_to_the_compose_emulator(
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     status = json.loads(next(x for x in reversed(run.stdout.splitlines()) if x.startswith("{")))
     assert status["status"] == "succeeded"
-    keys = [
-        o["Key"] for o in _emulator(port).list_objects_v2(Bucket="dsjob-output").get("Contents", [])
-    ]
+    s3 = client("s3", f"http://127.0.0.1:{port}")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="dsjob-output").get("Contents", [])]
     assert any(k.endswith(f"manifests/{status['run_id']}.json") for k in keys), keys

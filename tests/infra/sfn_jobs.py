@@ -51,6 +51,8 @@ from typing import Any
 
 from moto.logs.models import logs_backends
 
+from tests.support.credentials import FAKE_KEYS
+
 # docker/Dockerfile, system-base: the ENV lines that change how Python and the job behave.
 IMAGE_ENV = {
     "LANG": "C.UTF-8",
@@ -60,7 +62,6 @@ IMAGE_ENV = {
     "PYTHONDONTWRITEBYTECODE": "1",
 }
 JOB_COMMAND = [sys.executable, "-m", "dsjob", "run"]
-FAKE_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 # CloudWatch Logs PutLogEvents: at most 10,000 events per call.
 EVENTS_PER_CALL = 10_000
 SIGNAL_EXIT_BASE = 128

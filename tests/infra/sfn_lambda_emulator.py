@@ -33,17 +33,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from tests.support.credentials import FAKE_ENV
+
 PORT, OUTCOMES = sys.argv[1], Path(sys.argv[2])
 ENDPOINT = f"http://127.0.0.1:{PORT}"
 # The job in this process talks to this server, with the suite's fake credentials.
-os.environ.update(
-    {
-        "AWS_ENDPOINT_URL": ENDPOINT,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-)
+os.environ.update({**FAKE_ENV, "AWS_ENDPOINT_URL": ENDPOINT})
 # sfn_emulator reads PORT MODE PATH at import and patches moto's interpreter.
 sys.argv = [sys.argv[0], PORT, "scripted", str(OUTCOMES)]
 

@@ -20,6 +20,7 @@ import boto3
 import pytest
 
 from tests.conftest import DSJOB, LocalServe
+from tests.support.paths import REPO
 from tests.support.ports import free_port
 
 if TYPE_CHECKING:
@@ -294,9 +295,8 @@ def test_hostile_tarball_is_refused_naming_the_member(local_aws: LocalServe) -> 
 
 def test_script_imports_its_package_and_publishes(local_aws: LocalServe) -> None:
     """The example script and package run end to end, their SHA-256s on outputs and manifest."""
-    repo = Path(__file__).resolve().parents[2]
     proc = subprocess.run(
-        [str(DSJOB), "pack", str(repo / "examples"), "--bucket", ART, "--prefix", "jobs"],
+        [str(DSJOB), "pack", str(REPO / "examples"), "--bucket", ART, "--prefix", "jobs"],
         env=local_aws.env(),
         capture_output=True,
         text=True,

@@ -11,12 +11,14 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from tests.support.paths import REPO
+
 if TYPE_CHECKING:
     from tests.conftest import LocalServe
 
 pytestmark = pytest.mark.notebook
 
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+NOTEBOOKS = REPO / "notebooks"
 CELL_TIMEOUT_S = 300
 
 

@@ -8,11 +8,9 @@ REGION = "us-east-1"
 ACCESS_KEY_ID = "testing"
 SECRET_ACCESS_KEY = "testing"
 
-FAKE_ENV = {
-    "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
-    "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
-    "AWS_DEFAULT_REGION": REGION,
-}
+# The keys alone, for an environment whose region is set elsewhere.
+FAKE_KEYS = {"AWS_ACCESS_KEY_ID": ACCESS_KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY}
+FAKE_ENV = {**FAKE_KEYS, "AWS_DEFAULT_REGION": REGION}
 
 
 def client(service: str, endpoint: str, **extra: Any) -> Any:
