@@ -22,9 +22,11 @@ BUILD_SCRIPT = REPO / "scripts" / "build-ml-container.sh"
 # finished after 257 s, dev after 410 s: slower than in a row, so the suite builds
 # them in a row).
 COLD_BUILD_S = {"prod": 109, "dev": 186, "prod+dev in a row": 295, "prod+dev at once": 410}
-# A fresh clone on a busy 2-core machine took over 600 s for the dev build alone (the
-# old pytest timeout): 3x that, so only a hung build reaches it.
-BUILD_TIMEOUT_S = 1800.0
+# One build's timeout, from the slowest single build above (dev's 186 s). A fresh clone
+# on a busy 2-core machine (cold uv cache) took over 600 s for it, about 3.2x that
+# figure: 10x leaves 3x headroom over the worst seen, so only a hung build reaches it.
+BUILD_TIMEOUT_FACTOR = 10
+BUILD_TIMEOUT_S = float(BUILD_TIMEOUT_FACTOR * max(COLD_BUILD_S["prod"], COLD_BUILD_S["dev"]))
 
 
 # IMAGE_NAME from the environment first: on a shared machine each user builds their own.
