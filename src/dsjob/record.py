@@ -56,7 +56,10 @@ def manifest_body(
     inputs: dict[str, Any] = {}
     for name, item in fetched.items():
         entry: dict[str, Any] = {"source": item.source, "bytes": item.size, "etag": item.etag}
-        if name in ("script", "package", "transform"):
+        # The model and code that made the outputs are named by their content: an ETag
+        # need not be an MD5 of the bytes, and a multipart upload's is not (S3 API
+        # Reference, CompleteMultipartUpload). The input is not hashed: it may be gigabytes.
+        if name in ("model", "script", "package", "transform"):
             entry["sha256"] = sha256_file(item.path)
         inputs[name] = entry
     return {
