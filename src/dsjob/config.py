@@ -210,6 +210,13 @@ def _build(  # noqa: C901, PLR0912, PLR0915 - one check per parameter, flat on p
     model, script, package, transform = (
         artifact(n) for n in ("model", "script", "package", "transform")
     )
+    if script is not None and transform is not None:
+        # script.py replaces the built-in step, the only place transform.sql runs: it would
+        # be fetched and listed in the manifest as an input, yet never run.
+        problems.append(
+            "transform and script exclude each other: transform.sql runs in the built-in "
+            "step, which script.py replaces (unset transform-key or script-key)"
+        )
 
     fmt = raw["output-format"].lower()
     if fmt not in OUTPUT_FORMATS:

@@ -354,6 +354,22 @@ def test_abusive_values_exit_2_up_front(
     assert list(work.iterdir()) == []
 
 
+def test_a_transform_beside_a_script_exits_2_up_front(
+    local_job: tuple[list[str], Path], tmp_path: Path
+) -> None:
+    """--transform with --script exits 2 naming both, before a work dir or an output exists."""
+    flags, work = local_job
+    script, sql = tmp_path / "script.py", tmp_path / "odd.sql"
+    script.write_text("raise SystemExit('never runs')\n", encoding="utf-8")
+    sql.write_text("SELECT * FROM input WHERE id % 2 = 1\n", encoding="utf-8")
+    extra = ["--script", str(script), "--transform", str(sql)]
+    proc = dsjob(*flags, *extra, env=bare_env(DSJOB_KEEP_WORK="1"))
+    assert proc.returncode == 2, proc.stderr
+    assert "transform and script exclude each other" in status(proc)["error"]
+    assert list(work.iterdir()) == []
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     ("env", "messages"),
     [

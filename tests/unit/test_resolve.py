@@ -140,11 +140,26 @@ def test_artifacts_come_from_a_uri_or_from_a_key_in_the_artifact_bucket(tmp_path
         "script": str(tmp_path / "s.py"),
         "package-key": "p.tgz",
     }
-    cfg = resolve({**flags, "transform-key": "t.sql"}, {}, reader({**SSM, "model-key": "unused"}))
+    cfg = resolve(flags, {}, reader({**SSM, "model-key": "unused"}))
     assert cfg.model == S3Location("m", "models/a.bin")
     assert cfg.script == tmp_path / "s.py"
     assert cfg.package == S3Location("art", "p.tgz")
+    cfg = resolve({"transform-key": "t.sql"}, {}, reader(SSM))
     assert cfg.transform == S3Location("art", "t.sql")
+    cfg = resolve({"transform": str(tmp_path / "t.sql")}, {}, reader(SSM))
+    assert cfg.transform == tmp_path / "t.sql"
+
+
+@pytest.mark.parametrize(
+    ("flags", "ssm"),
+    [
+        ({"transform-key": "t.sql"}, {"script-key": "s.py"}),
+        ({"script": "s.py"}, {"transform-key": "t.sql"}),
+    ],
+)
+def test_a_transform_with_a_script_is_refused(flags: dict[str, str], ssm: dict[str, str]) -> None:
+    """transform.sql runs only in the built-in step that script.py replaces: both is exit 2."""
+    assert "transform and script exclude each other" in problems(flags, {**SSM, **ssm})
 
 
 def test_a_key_without_an_artifact_bucket_names_the_bucket(tmp_path: Path) -> None:
