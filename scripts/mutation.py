@@ -80,7 +80,14 @@ MODULES: dict[str, list[str]] = {
         "tests/unit/test_publish.py",
         "tests/unit/test_publish_contract.py",
     ],
-    "lease": ["tests/unit/test_lease.py", "tests/unit/test_publish.py", "tests/unit/test_stop.py"],
+    "lease": [
+        "tests/unit/test_lease.py",
+        "tests/unit/test_publish.py",
+        "tests/unit/test_publish_contract.py",
+        "tests/unit/test_stop.py",
+        # heartbeats and a claim racing a rewrite, on moto's If-Match and ETags
+        "tests/integration/test_lease_s3.py",
+    ],
     # Against one moto server that every mutant shares, so one mutant at a time.
     "s3store": ["tests/integration/test_s3store.py"],
     "multipart": ["tests/integration/test_s3store.py"],
@@ -105,6 +112,23 @@ KEEP = REPO / ".cache" / "mutation"
 SHARED_EMULATOR = frozenset({"s3store", "multipart"})
 # Only these functions of a module count (the CLI's exit-code edge, not its help text).
 FOCUS: dict[str, tuple[str, ...]] = {"cli": ("x_main__", "x__fail__", "x__status__")}
+# Reasons shared by several equivalent mutants of one line.
+_LEASE_LAST = (
+    "a lease key's last '/' piece is the same for any number of right splits "
+    "([+1] of a one-split pair is its last)"
+)
+_LEASE_SEQ = (
+    "the counter only has to change on every write (a new ETag); its start and step are never read"
+)
+_LEASE_NAME = "the heartbeat thread's name is for debuggers only"
+_LEASE_DAEMON = (
+    "every path out of publish() after start() calls stop(), which ends and joins the "
+    "thread, so its daemon flag never matters"
+)
+_LEASE_ASK = (
+    "asks S3 before the manifest more often (or always): one more PUT, the same verdict "
+    "on the lease"
+)
 # Survivors known to be equivalent: (module, a substring of the original line, or "+"
 # and a substring of the mutated one) -> reason.
 EQUIVALENT: dict[tuple[str, str], str] = {
@@ -251,6 +275,41 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ),
     ("verify", "+computed here {'XX or XX'.join"): "rewords an error; its class and key stay",
     ("verify", "+computed here {' OR '.join"): "rewords an error; its class and key stay",
+    ("lease", '+key.rsplit("/", 2)[-1]'): _LEASE_LAST,
+    ("lease", '+key.rsplit("/", )[-1]'): _LEASE_LAST,
+    ("lease", '+key.rsplit("/", 1)[+1]'): _LEASE_LAST,
+    ("lease", '+self._etag: str | None = ""'): "start() sets the ETag before anything reads it",
+    ("lease", "self._sent = 0.0"): (
+        "read only in confirm() once the ETag is set, and the write that sets the ETag sets it"
+    ),
+    ("lease", "self._seq = 0"): _LEASE_SEQ,
+    ("lease", "+self._seq -= 1"): _LEASE_SEQ,
+    ("lease", "+self._seq += 2"): _LEASE_SEQ,
+    ("lease", 'self._lost = ""'): (
+        "only its truth is read until a loss sets a message: None and '' are both false"
+    ),
+    ("lease", "self._thread: threading.Thread | None = None"): (
+        "stop() runs only after start() set the thread: publish() starts the lease before "
+        "its try block"
+    ),
+    ("lease", "+name=None, daemon=True"): _LEASE_NAME,
+    ("lease", "+target=self._beat, daemon=True"): _LEASE_NAME,
+    ("lease", "+XXdsjob-leaseXX"): _LEASE_NAME,
+    ("lease", "+DSJOB-LEASE"): _LEASE_NAME,
+    ("lease", '+name="dsjob-lease", daemon=None'): _LEASE_DAEMON,
+    ("lease", '+name="dsjob-lease", daemon=False'): _LEASE_DAEMON,
+    ("lease", '+name="dsjob-lease", )'): _LEASE_DAEMON,
+    ("lease", "+recent = None"): _LEASE_ASK,
+    ("lease", "+self._etag is None and time.monotonic()"): _LEASE_ASK,
+    ("lease", "+time.monotonic() + self._sent"): _LEASE_ASK,
+    ("lease", "+self.ttl_s / 3"): _LEASE_ASK,
+    ("lease", "+time.monotonic() - self._sent <= self.ttl_s / 2"): (
+        "differs only when the float seconds since the last write equal half the lease time"
+    ),
+    ("lease", "+if self._thread is None:"): (
+        "without the join the beat thread still stops at its next wait, and a beat in flight "
+        "writes If-Match, which cannot bring back a deleted (404) or claimed (412) lease"
+    ),
     ("cli", "usage=exc.ctx.get_usage() if exc.ctx else"): (
         "click raises each usage error of dsjob's inside a command's context: ctx is never None"
     ),
