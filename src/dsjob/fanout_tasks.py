@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dsjob import stop
+from dsjob import stop, workdir
 from dsjob.config import S3Location
 from dsjob.errors import ConfigError, ConflictError, InputError, MalformedInputError
 from dsjob.job import RunSummary
@@ -89,7 +88,7 @@ def run_map(cfg: JobConfig, work: WorkArea, t0: float) -> RunSummary:
         return summary(cfg, done, work.uri(work.map_key(tag)), t0, mode="map")
     started = datetime.now(UTC)
     dataset = dataset_of(cfg)
-    with tempfile.TemporaryDirectory(prefix=f"dsjob-map-{cfg.run_id}-", dir=cfg.work_root) as tmp:
+    with workdir.work_dir(f"dsjob-map-{cfg.run_id}-", cfg.work_root) as tmp:
         s3 = work.s3 if isinstance(cfg.input, S3Location) else None
         fetched = fetch(cfg.input, Path(tmp), s3)
         if fetched.size == 0:
@@ -171,9 +170,7 @@ def run_reduce(cfg: JobConfig, work: WorkArea, t0: float) -> RunSummary:
     stem = output_stem(cfg, records)
     published: list[Published] = []
     rows = 0
-    with tempfile.TemporaryDirectory(
-        prefix=f"dsjob-reduce-{cfg.run_id}-", dir=cfg.work_root
-    ) as tmp:
+    with workdir.work_dir(f"dsjob-reduce-{cfg.run_id}-", cfg.work_root) as tmp:
         files = [
             work.download(
                 r["files"][str(k)]["key"],

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dsjob import history, record, steps, stop, workdir
@@ -23,6 +20,8 @@ from dsjob.schedule import tick_run_id
 from dsjob.storage import OutputStore, is_s3
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from dsjob.aws import Clients
     from dsjob.config import JobConfig
     from dsjob.publish import PublishResult
@@ -89,8 +88,7 @@ def run(cfg: JobConfig, clients: Clients | None, *, progress: bool = False) -> R
         and any(is_s3(x) for x in (cfg.input, cfg.model, cfg.script, cfg.package, cfg.transform))
         else None
     )
-    work = Path(tempfile.mkdtemp(prefix=f"dsjob-{cfg.run_id}-", dir=cfg.work_root))
-    try:
+    with workdir.work_dir(f"dsjob-{cfg.run_id}-", cfg.work_root) as work:
         timings: dict[str, float] = {}
         mark = time.perf_counter()
         fetched = steps.fetch_all(cfg, work, s3, progress=progress)
@@ -145,9 +143,6 @@ def run(cfg: JobConfig, clients: Clients | None, *, progress: bool = False) -> R
             manifest=manifest,
         )
         timings["publish_s"] = round(time.perf_counter() - mark, 3)
-    finally:
-        if os.environ.get("DSJOB_KEEP_WORK") != "1":
-            workdir.remove_tree(work)
     if result.already_published:  # another attempt of this run id committed first
         return _summary_of(cfg, store, prefix, result, t0)
     return RunSummary(

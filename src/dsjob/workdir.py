@@ -1,20 +1,46 @@
-"""Remove a work directory of any depth; a failure is logged, never the job's result."""
+"""A run's work directory: made fresh, removed at any depth after the run unless kept.
+
+A failure to remove it is logged, never the job's result.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from collections.abc import Iterator
 
-__all__ = ["remove_tree"]
+__all__ = ["KEEP_WORK_ENV", "remove_tree", "work_dir"]
+
+#: Set to "1" to keep every work directory (single runs and fan-out tasks) for debugging.
+KEEP_WORK_ENV = "DSJOB_KEEP_WORK"
 
 LOGGER = logging.getLogger(__name__)
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+
+
+@contextmanager
+def work_dir(prefix: str, root: Path | None) -> Iterator[Path]:
+    """A new directory under ``root`` (the system temp dir when None) for one run or task.
+
+    On the way out it is removed, however the run ended, unless ``DSJOB_KEEP_WORK=1``:
+    then it stays and its path is logged, so a failed run can be looked at.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+    try:
+        yield path
+    finally:
+        if os.environ.get(KEEP_WORK_ENV) == "1":
+            LOGGER.info("work dir kept", extra={"path": str(path), "env": KEEP_WORK_ENV})
+        else:
+            remove_tree(path)
 
 
 def remove_tree(root: Path) -> bool:

@@ -465,3 +465,38 @@ def test_a_work_file_that_stays_contended_exits_5(local_aws: LocalServe, tmp_pat
     assert proc.returncode == 5, proc.stderr
     assert "409 ConditionalRequestConflict" in status(proc)["error"]
     assert keys(local_aws, "processed/_work/fan-409s/maps/") == []
+
+
+def test_fan_out_tasks_keep_their_work_dir_only_when_asked(
+    emulator: LocalServe, tmp_path: Path
+) -> None:
+    """DSJOB_KEEP_WORK=1 keeps a map or reduce task's work dir under the work root, as for a run.
+
+    Without it the task's dir is gone, and a kept one is left alone.
+    """
+    bodies = seed_objects(emulator, tmp_path)
+    root = tmp_path / "work-root"
+    root.mkdir()
+    env = {"DSJOB_RUN_ID": "fan-keep", "DSJOB_PARTITIONS": "1", "DSJOB_WORK_ROOT": str(root)}
+    key = "raw/members/2027-01-a.csv"
+    kept = dsjob_run(emulator, DSJOB_PHASE="map", DSJOB_INPUT_KEY=key, DSJOB_KEEP_WORK="1", **env)
+    assert kept.returncode == 0, kept.stderr
+    (map_dir,) = root.iterdir()
+    assert map_dir.name.startswith("dsjob-map-fan-keep-")
+    assert bodies[0] in [p.read_bytes() for p in map_dir.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".parquet" for p in map_dir.rglob("*")), sorted(map_dir.rglob("*"))
+    assert str(map_dir) in kept.stderr  # the log says where it is
+
+    other = dsjob_run(
+        emulator, DSJOB_PHASE="map", DSJOB_INPUT_KEY="raw/members/2027-01-b.csv", **env
+    )
+    assert other.returncode == 0, other.stderr
+    assert list(root.iterdir()) == [map_dir]  # the second task's dir is gone, the kept one stays
+
+    reduce = dsjob_run(
+        emulator, DSJOB_PHASE="reduce", DSJOB_PARTITION="0", DSJOB_KEEP_WORK="1", **env
+    )
+    assert reduce.returncode == 0, reduce.stderr
+    (reduce_dir,) = (p for p in root.iterdir() if p != map_dir)
+    assert reduce_dir.name.startswith("dsjob-reduce-fan-keep-")
+    assert any(p.suffix == ".parquet" for p in reduce_dir.rglob("*")), sorted(reduce_dir.rglob("*"))
