@@ -62,10 +62,14 @@ MODULES: dict[str, list[str]] = {
         "tests/integration/test_pointer_s3.py",
     ],
     "commit": [
+        "tests/unit/test_commit.py",
         "tests/unit/test_publish.py",
         "tests/unit/test_publish_contract.py",
         "tests/unit/test_stop.py",
         "tests/unit/test_lease.py",
+        # the manifest's read-back and Content-Type on moto
+        "tests/integration/test_commit_s3.py",
+        "tests/integration/test_verify_s3.py::test_the_manifest_names_each_outputs_stored_etag_version_and_size",
     ],
     "verify": [
         "tests/unit/test_publish.py",
@@ -120,6 +124,7 @@ _LEASE_LAST = (
 _LEASE_SEQ = (
     "the counter only has to change on every write (a new ETag); its start and step are never read"
 )
+_MANIFEST_LAYOUT = "the manifest's indentation is layout; readers parse the JSON"
 _LEASE_NAME = "the heartbeat thread's name is for debuggers only"
 _LEASE_DAEMON = (
     "every path out of publish() after start() calls stop(), which ends and joins the "
@@ -309,6 +314,16 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("lease", "+if self._thread is None:"): (
         "without the join the beat thread still stops at its next wait, and a beat in flight "
         "writes If-Match, which cannot bring back a deleted (404) or claimed (412) lease"
+    ),
+    ("commit", 'manifest.get("outputs", [])'): (
+        "every manifest dsjob writes (format 1) has an outputs list"
+    ),
+    ("commit", "+json.dumps(body, indent=None, default=str)"): _MANIFEST_LAYOUT,
+    ("commit", "+json.dumps(body, default=str)"): _MANIFEST_LAYOUT,
+    ("commit", "+json.dumps(body, indent=3, default=str)"): _MANIFEST_LAYOUT,
+    ("commit", "last=found.pointer"): (
+        "without it history.record reads the pointer itself: one GET more, and a pointer "
+        "moved meanwhile is read again either way (record retries after a 412)"
     ),
     ("cli", "usage=exc.ctx.get_usage() if exc.ctx else"): (
         "click raises each usage error of dsjob's inside a command's context: ctx is never None"

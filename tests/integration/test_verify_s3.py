@@ -143,6 +143,8 @@ def test_the_manifest_names_each_outputs_stored_etag_version_and_size(
     [entry] = result.objects
     head = s3.head_object(Bucket=OUT, Key=entry.key)
     assert head["VersionId"]  # versioned: S3 names the version it stored
+    stored = s3.head_object(Bucket=OUT, Key="processed/manifests/v1.json")
+    assert stored["ContentType"] == "application/json"  # commit's; S3 serves it so
     manifest = json.loads(
         s3.get_object(Bucket=OUT, Key="processed/manifests/v1.json")["Body"].read()
     )

@@ -13,7 +13,7 @@ import pytest
 from dsjob import stop
 from dsjob.errors import InterruptedRunError, TerminatedError
 from dsjob.localstore import LocalStore
-from dsjob.publish import publish
+from dsjob.publish import PublishResult, publish
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -71,9 +71,9 @@ class _SignalAfterManifest(LocalStore):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _publish(store: LocalStore, out: Path, when: datetime) -> tuple[str, ...]:
+def _publish(store: LocalStore, out: Path, when: datetime) -> PublishResult:
     records: Mapping[str, int | None] = {"members.csv": 1}
-    result = publish(
+    return publish(
         store,
         out,
         prefix="processed/",
@@ -85,7 +85,6 @@ def _publish(store: LocalStore, out: Path, when: datetime) -> tuple[str, ...]:
         keep_outputs=0,
         manifest={},
     )
-    return result.pruned
 
 
 def test_sigterm_after_the_manifest_finishes_and_skips_the_prune(
@@ -96,11 +95,14 @@ def test_sigterm_after_the_manifest_finishes_and_skips_the_prune(
     out.mkdir()
     (out / "members.csv").write_text("id\n1\n")
     first = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
-    assert _publish(LocalStore(tmp_path / "dest"), out, first) == ()
+    assert _publish(LocalStore(tmp_path / "dest"), out, first).pruned == ()
     second = datetime(2026, 2, 15, 9, 0, tzinfo=UTC)
     with caplog.at_level(logging.WARNING, logger="dsjob.stop"):
-        pruned = _publish(_SignalAfterManifest(tmp_path / "dest"), out, second)
-    assert pruned == ()
+        result = _publish(_SignalAfterManifest(tmp_path / "dest"), out, second)
+    assert result.pruned == ()
+    # the committed run as it is: its manifest and outputs (commit.finish's early return)
+    assert result.manifest_uri == str(tmp_path / "dest/processed/manifests/r02.json")
+    assert [o.key for o in result.objects] == ["processed/members_20260215_090000.csv"]
     assert "finishing without the prune" in caplog.text
     names = sorted(p.name for p in (tmp_path / "dest" / "processed").glob("members_*.csv"))
     assert names == ["members_20260115_090000.csv", "members_20260215_090000.csv"]

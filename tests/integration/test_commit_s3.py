@@ -1,0 +1,74 @@
+"""The manifest on S3 is read back before the run counts as committed: real boto3, moto server.
+
+A manifest whose bytes changed on the way is refused: S3 checks the CRC32 botocore
+sends with the PUT and answers ``BadDigest`` (User Guide, "Checking object
+integrity"); moto 5.2.5 stores the changed bytes, so there the read-back
+comparison in ``commit.write_manifest`` catches it. Either way the run fails
+retryably (exit 5), no manifest is left and its uploads are removed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from dsjob.errors import TransientError
+from dsjob.publish import publish
+from dsjob.s3store import S3Store
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tests.conftest import LocalServe
+
+pytestmark = pytest.mark.integration
+
+OUT = "dsjob-output"
+
+
+def test_a_manifest_changed_on_the_way_is_removed_and_the_run_fails(
+    local_aws: LocalServe, tmp_path: Path
+) -> None:
+    """A manifest PUT whose body changes after its checksum fails the run and leaves nothing.
+
+    Kills ``stored is None and stored.data != data`` (a differing manifest accepted as
+    the commit) and ``store.delete(None)`` (the bad manifest kept).
+    """
+    # botocore's default (when_supported) checks a GET's checksum and would refuse moto's
+    # bent bytes at the read; this client checks only when required, so the bytes reach
+    # dsjob's own read-back comparison (the check for a store that keeps no checksum).
+    quiet = Config(response_checksum_validation="when_required")
+    s3 = boto3.client("s3", endpoint_url=local_aws.endpoint, region_name="us-east-1", config=quiet)
+    bent: list[str] = []
+
+    def bend_manifest(request: Any, **_: Any) -> None:
+        if "/manifests/" in request.url:
+            raw = request.body
+            body = bytearray(raw if isinstance(raw, bytes) else raw.read())
+            body[body.index(b'"run_id"')] = ord("'")  # still sent with the old CRC32
+            request.body = bytes(body)
+            bent.append(request.url)
+
+    s3.meta.events.register("before-send.s3.PutObject", bend_manifest)
+    out = tmp_path / "output"
+    out.mkdir()
+    (out / "members.csv").write_text("id\n1\n")
+    with pytest.raises(TransientError, match=r"manifests/bent\.json"):
+        publish(
+            S3Store(s3, OUT),
+            out,
+            prefix="processed/",
+            stamp="20270101_000000",
+            run_id="bent",
+            dataset="members",
+            metadata={},
+            records={"members.csv": 1},
+            keep_outputs=0,
+            manifest={},
+        )
+    assert bent
+    left = s3.list_objects_v2(Bucket=OUT, Prefix="processed/").get("Contents", [])
+    assert [o["Key"] for o in left] == []  # no manifest, no output, no lease
