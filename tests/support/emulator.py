@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import subprocess
+import tempfile
+import time
 import urllib.request
+from pathlib import Path
+from typing import IO
 
 from tests.support.credentials import FAKE_ENV
 from tests.support.paths import DSJOB
 
-# A running emulator's endpoint to attach to instead of starting one (`make mutation`
-# runs one for all the mutants of a module, one mutant at a time).
+# Running emulators' endpoints (comma-separated) to attach to instead of starting one:
+# `make mutation` runs one per mutmut worker, and each test process takes one no
+# other process holds (see _take).
 SHARED_ENV = "MUTATION_SHARED_EMULATOR"
+# The shared emulator this process took: (the taker's pid, endpoint, its lock file).
+_TAKEN: list[tuple[int, str, IO[str]]] = []
 
 
 class LocalServe:
@@ -38,8 +46,9 @@ class LocalServe:
                 raise RuntimeError(msg)
 
     def stop(self) -> None:
-        """Stop the server (SIGTERM, then kill); a shared one is left running."""
+        """Stop the server (SIGTERM, then kill); a shared one is left running, and released."""
         if self.proc is None:
+            _release()
             return
         self.proc.terminate()
         try:
@@ -55,7 +64,7 @@ def start_local_serve(*args: str) -> LocalServe:
     """Start `dsjob local serve` and wait for its export line (or attach to a shared one)."""
     shared = os.environ.get(SHARED_ENV)
     if shared and not args:
-        return LocalServe(None, shared)
+        return LocalServe(None, _take(shared.split(",")))
     proc = subprocess.Popen(
         [str(DSJOB), "local", "serve", "--log-format", "json", *args],
         stdout=subprocess.PIPE,
@@ -71,3 +80,38 @@ def start_local_serve(*args: str) -> LocalServe:
     proc.wait(5)
     msg = f"dsjob local serve exited {proc.returncode} before printing its endpoint"
     raise RuntimeError(msg)
+
+
+def _take(endpoints: list[str]) -> str:
+    """Lock one of `endpoints` that no other process holds, until released or this process exits.
+
+    Every test resets the emulator it uses, so two processes must never share one.
+    The kernel drops an flock when its holder exits, os._exit included (mutmut's
+    workers leave that way). mutmut's fork server runs whole test sessions (stats,
+    clean run) before it forks the workers: its session's end releases its lock
+    (LocalServe.stop), and a lock inherited through fork is never reused.
+    """
+    if _TAKEN and _TAKEN[0][0] == os.getpid():  # a second session in this process
+        return _TAKEN[0][1]
+    _TAKEN.clear()  # inherited from the parent: the parent's, not this process's
+    locks = Path(tempfile.gettempdir())
+    while True:
+        for endpoint in endpoints:
+            port = endpoint.rsplit(":", 1)[-1]
+            handle = (locks / f"dsjob-emulator-{port}.lock").open("a", encoding="utf-8")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            _TAKEN.append((os.getpid(), endpoint, handle))
+            return endpoint
+        time.sleep(0.05)
+
+
+def _release() -> None:
+    """Give back the shared emulator this process took (none: nothing to do)."""
+    if _TAKEN and _TAKEN[0][0] == os.getpid():
+        fcntl.flock(_TAKEN[0][2], fcntl.LOCK_UN)
+        _TAKEN[0][2].close()
+    _TAKEN.clear()
