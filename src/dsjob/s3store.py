@@ -218,7 +218,7 @@ class S3Store:
         """True when `key` is absent from a bucket that exists; raises for anything else."""
         error = translate(exc, what, bucket=self.bucket, key=key)
         code = _code(exc)
-        if code == "NoSuchBucket" or "bucket does not exist" in str(error):
+        if code == "NoSuchBucket":
             raise self._no_bucket() from exc
         if not isinstance(error, MissingObjectError):
             raise error from exc
