@@ -12,6 +12,7 @@ import hashlib
 import os
 import time
 import zlib
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -124,13 +125,33 @@ def test_a_taken_key_is_a_conflict_and_keeps_its_bytes(
 
 
 def test_an_empty_file_is_one_put_with_its_metadata(bare_aws: LocalServe, tmp_path: Path) -> None:
-    """A 0-byte output is a single PUT (no multipart upload) that keeps its metadata."""
+    """A 0-byte output is a single PUT (no multipart upload) with its metadata and CRC32.
+
+    The CRC32 is dsjob's own: botocore's are off (``request_checksum_calculation =
+    when_required``); moto 5.2.5 keeps no checksum for an empty object, so the request is read.
+    """
     path = tmp_path / "empty.csv"
     path.write_bytes(b"")
-    s3 = client(bare_aws)
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=bare_aws.endpoint,
+        region_name="us-east-1",
+        config=Config(request_checksum_calculation="when_required"),
+    )
+    created: list[str] = []
+    s3.meta.events.register(
+        "before-call.s3.CreateMultipartUpload", lambda **_: created.append("upload")
+    )
+    crc: list[object] = []
+    s3.meta.events.register(
+        "before-send.s3.PutObject",
+        lambda request, **_: crc.append(request.headers.get("x-amz-checksum-crc32")),
+    )
     S3Store(s3, OUT).create_file(path, "p/empty.csv", {"dataset": "d"}, digest_file(path))
     head = s3.head_object(Bucket=OUT, Key="p/empty.csv")
     assert (head["ContentLength"], head["Metadata"]) == (0, {"dataset": "d"})
+    assert created == []
+    assert crc in ([crc32_b64(0)], [crc32_b64(0).encode()])
 
 
 def test_swap_replaces_only_the_expected_version(bare_aws: LocalServe) -> None:
@@ -256,6 +277,8 @@ def test_delete_removes_more_than_one_batch_and_nothing_else(bare_aws: LocalServ
     assert batches == [1000, 1]
     assert s3.get_object(Bucket=OUT, Key="p/keep")["ContentType"] == "text/plain"
     assert store.list_keys("p/") == ["p/keep"]
+    [listed] = store.list_objects("p/")
+    assert listed.last_modified == s3.head_object(Bucket=OUT, Key="p/keep")["LastModified"]
     assert store.list_objects("q/") == []
 
 
@@ -265,7 +288,9 @@ def test_a_failed_delete_names_the_bucket(bare_aws: LocalServe) -> None:
     store = S3Store(s3, OUT)
     store.put_bytes("p/a", b"a", "text/plain")
     answer(s3, "DeleteObjects", 403, "AccessDenied")
-    with pytest.raises(DsjobError, match="s3://dsjob-output/p/a"):
+    with pytest.raises(
+        DsjobError, match=r"deleting under s3://dsjob-output/: .*s3://dsjob-output/p/a"
+    ):
         store.delete(["p/a"])
     assert store.get_bytes("p/a") == b"a"
 
@@ -290,7 +315,8 @@ def test_a_409_is_written_again_and_a_409_every_time_is_transient(bare_aws: Loca
     started = time.monotonic()
     with pytest.raises(TransientError, match="409 ConditionalRequestConflict 3 times") as caught:
         S3Store(always, OUT).create_bytes("p/m.json", b"{}", "application/json")
-    assert time.monotonic() - started >= 0.6  # 0.2 s + 0.4 s of backoff
+    # 0.2 s + 0.4 s of backoff; the upper bound leaves 1.4 s for 3 answers given in-process
+    assert 0.6 <= time.monotonic() - started < 2.0  # 0.2 s + 0.4 s of backoff
     assert "s3://dsjob-output/p/m.json" in str(caught.value)
     assert caught.value.exit_code == 5  # retryable
     assert len(seen) == CONTENDED_TRIES
@@ -319,6 +345,11 @@ def test_a_409_on_completing_starts_the_upload_again_and_aborts_the_first(
     assert len(set(created)) == 2  # the first upload, then a new one
     assert s3.get_object(Bucket=OUT, Key="p/a.bin")["Body"].read() == path.read_bytes()
     assert uploads(s3) == []  # the contended upload was aborted
+    always = client(bare_aws)
+    answer(always, "CompleteMultipartUpload", 409, "ConditionalRequestConflict")
+    with pytest.raises(TransientError, match=r"s3://dsjob-output/p/b\.bin: S3 answered 409"):
+        S3Store(always, OUT).create_file(path, "p/b.bin", {}, digest_file(path))
+    assert uploads(s3) == []
 
 
 @pytest.mark.parametrize("code", ["BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"])
@@ -426,8 +457,9 @@ def test_a_refused_read_list_or_write_names_what_was_done_and_where(
     ]:
         answer(s3, operation, 403, body_code)
     store = S3Store(s3, OUT)
-    part = tmp_path / "a.bin"
+    part, empty = tmp_path / "a.bin", tmp_path / "e.csv"
     part.write_bytes(b"x" * 100)
+    empty.write_bytes(b"")
     calls: list[tuple[str, Callable[[], object]]] = [
         (
             "reading s3://dsjob-output/p/k: access denied to s3://dsjob-output/p/k",
@@ -453,7 +485,21 @@ def test_a_refused_read_list_or_write_names_what_was_done_and_where(
             "uploading s3://dsjob-output/p/a.bin: access denied to s3://dsjob-output/p/a.bin",
             lambda: store.create_file(part, "p/a.bin", {}, digest_file(part)),
         ),
+        (
+            "uploading s3://dsjob-output/p/e.csv: access denied to s3://dsjob-output/p/e.csv",
+            lambda: store.create_file(empty, "p/e.csv", {}, digest_file(empty)),
+        ),
     ]
+    for operation in ("CreateMultipartUpload", "CompleteMultipartUpload"):
+        refusing = client(bare_aws)
+        answer(refusing, operation, 403, "AccessDenied")
+        where = f"p/{operation}.bin"
+        calls.append(
+            (
+                f"uploading s3://dsjob-output/{where}: access denied to s3://dsjob-output/{where}",
+                partial(S3Store(refusing, OUT).create_file, part, where, {}, digest_file(part)),
+            )
+        )
     for message, call in calls:
         with pytest.raises(ConfigError) as caught:
             call()
@@ -544,4 +590,127 @@ def test_a_failed_part_cancels_the_parts_not_yet_sent(bare_aws: LocalServe, tmp_
         store.create_file(path, "p/a.bin", {}, digest_file(path, 10))
     time.sleep(1.5)  # time enough for every queued part to be sent, were they not cancelled
     assert 1 <= len(sent) <= 5  # the failed part, and the one or two in flight by then
+    assert uploads(s3) == []
+
+
+def test_a_connection_failure_is_transient_and_names_the_write(bare_aws: LocalServe) -> None:
+    """A PUT that cannot reach S3 exits 5, naming the write (botocore's retries off)."""
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=bare_aws.endpoint,
+        region_name="us-east-1",
+        config=Config(retries={"total_max_attempts": 1}),
+    )
+
+    def unreachable(request: Any, **_: Any) -> None:
+        raise EndpointConnectionError(endpoint_url=request.url)
+
+    s3.meta.events.register("before-send.s3.PutObject", unreachable)
+    with pytest.raises(TransientError, match="writing s3://dsjob-output/p/k: connection failed"):
+        S3Store(s3, OUT).put_bytes("p/k", b"x", "text/plain")
+
+
+def test_head_reports_the_version_of_a_versioned_object(bare_aws: LocalServe) -> None:
+    """In a versioned bucket HEAD gives the object's VersionId (the manifest records it)."""
+    s3 = client(bare_aws)
+    s3.put_bucket_versioning(Bucket=OUT, VersioningConfiguration={"Status": "Enabled"})
+    put = s3.put_object(Bucket=OUT, Key="p/v", Body=b"v")
+    info = S3Store(s3, OUT).head("p/v")
+    assert info is not None
+    assert info.version_id == put["VersionId"]
+
+
+def test_an_upload_sends_each_checksum_and_the_full_object_size_s3_checks(
+    bare_aws: LocalServe, tmp_path: Path
+) -> None:
+    """Each part carries its CRC32; completion sends the full-object CRC32, its type and size.
+
+    S3 checks each part's checksum, and on CompleteMultipartUpload the full-object
+    ``x-amz-checksum-crc32`` of type ``FULL_OBJECT`` and ``x-amz-mp-object-size``
+    (S3 API Reference, UploadPart and CompleteMultipartUpload). moto 5.2.5 checks none
+    of them, so the test reads the real requests (with botocore's own checksums off,
+    ``request_checksum_calculation = when_required``, so only dsjob's are there).
+    """
+    path = tmp_path / "a.bin"
+    path.write_bytes(os.urandom(5 * MiB + 25))
+    digests = digest_file(path, 5 * MiB)
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=bare_aws.endpoint,
+        region_name="us-east-1",
+        config=Config(request_checksum_calculation="when_required"),
+    )
+    sent: dict[str, list[dict[str, str]]] = {}
+
+    def record(request: Any, event_name: str, **_: Any) -> None:
+        operation = event_name.rsplit(".", 1)[-1]
+        sent.setdefault(operation, []).append(
+            {
+                k.lower(): v.decode() if isinstance(v, bytes) else v
+                for k, v in request.headers.items()
+            }
+        )
+
+    s3.meta.events.register("before-send.s3", record)
+    S3Store(s3, OUT, part_size=5 * MiB, concurrency=1).create_file(path, "p/a.bin", {}, digests)
+    parts = [h.get("x-amz-checksum-crc32") for h in sent["UploadPart"]]
+    assert parts == list(digests.part_crc32s)
+    [done] = sent["CompleteMultipartUpload"]
+    assert done.get("x-amz-checksum-crc32") == digests.crc32
+    assert done.get("x-amz-checksum-type") == "FULL_OBJECT"
+    assert done.get("x-amz-mp-object-size") == str(5 * MiB + 25)
+    assert done.get("if-none-match") == "*"
+
+
+def test_progress_is_drawn_only_when_asked_and_names_the_object(
+    bare_aws: LocalServe, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store made with progress=True draws a bar to 100 % named by the URI; by default none."""
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"x" * 100)
+    s3 = client(bare_aws)
+    S3Store(s3, OUT).create_file(path, "p/quiet.bin", {}, digest_file(path))
+    assert capsys.readouterr().err == ""
+    S3Store(s3, OUT, progress=True).create_file(path, "p/shown.bin", {}, digest_file(path))
+    err = capsys.readouterr().err
+    assert "upload s3://dsjob-output/p/shown.bin [" in err
+    assert err.endswith("100% 0.0 MiB\n")
+
+
+class _StopError(Exception):
+    """The job was asked to stop (what a checkpoint raises)."""
+
+
+def test_a_stop_is_seen_within_a_poll_and_the_upload_is_aborted_at_once(
+    bare_aws: LocalServe, tmp_path: Path
+) -> None:
+    """A stop asked for while a part is on the wire ends the upload at the next 0.2 s poll.
+
+    Each part takes 1.5 s on the wire (held on its real request), one in flight at a
+    time; the checkpoint asks to stop at its 2nd poll (~0.4 s). The upload is aborted
+    without waiting for the part in flight, and no other part is sent.
+    """
+    path = tmp_path / "a.bin"
+    path.write_bytes(bytes(range(40)))
+    s3 = client(bare_aws)
+    sent: list[str] = []
+
+    def slow(request: Any, **_: Any) -> None:
+        sent.append(request.url)
+        time.sleep(1.5)
+
+    s3.meta.events.register("before-send.s3.UploadPart", slow)
+    polls: list[float] = []
+
+    def checkpoint() -> None:
+        polls.append(time.monotonic())
+        if len(polls) == 2:
+            raise _StopError
+
+    store = S3Store(s3, OUT, part_size=10, concurrency=1, checkpoint=checkpoint)
+    started = time.monotonic()
+    with pytest.raises(_StopError):
+        store.create_file(path, "p/a.bin", {}, digest_file(path, 10))
+    assert time.monotonic() - started < 1.2  # not held by the part in flight
+    assert len(sent) == 1
     assert uploads(s3) == []
