@@ -115,7 +115,7 @@ class _Verdicts:
         except ConflictError:
             return False  # rewritten since we read it: its run is alive
         except MissingObjectError:
-            return True
+            return True  # deleted since the read: its run finished, as above
         LOGGER.info("claimed a stale lease", extra={"lease": self._store.uri(key)})
         self.claimed.append(key)
         return True

@@ -72,13 +72,19 @@ def test_the_heartbeat_rewrites_the_lease_while_the_run_lives(local_aws: LocalSe
     assert s3.list_objects_v2(Bucket=OUT, Prefix="p/_leases/").get("KeyCount") == 0
 
 
-def test_a_run_that_rewrites_its_lease_under_a_claim_keeps_it(local_aws: LocalServe) -> None:
-    """A claim whose If-Match meets a rewrite made after its read fails: the run lives on.
+@pytest.mark.parametrize("rewrite_before", ["", "GetObject", "PutObject"])
+def test_a_claim_takes_a_stale_lease_unless_its_run_rewrites_it_first(
+    local_aws: LocalServe, rewrite_before: str
+) -> None:
+    """A stale lease is claimed and its run's output is an orphan, unless the run rewrites it.
 
-    The stale lease is read, then its run rewrites it (in the claimer's before-send
-    of the claim), then the claim is sent with the ETag read: 412, so the run is live
-    and its output stays. Kills a heartbeat that writes the same bytes each time
-    (``seq`` constant): the same ETag would let the claim through.
+    The run rewrites its lease in the claimer's before-send of the claim's read
+    (GetObject: the claimer then sees a fresh lease and leaves it) or of the claim
+    itself (PutObject: its If-Match on the ETag read meets 412). Kills a claim that
+    skips the freshness check on the read or treats a fresh read as dead, a 412 taken
+    as a won claim, a heartbeat that writes the same bytes each time (``seq``
+    constant: the same ETag would let the claim through), and a claim written with
+    another Content-Type.
     """
     s3, claimer = client(local_aws), client(local_aws)
     held = lease.Lease(S3Store(s3, OUT), "p/", "members", "slow", ttl_s=0.1)
@@ -93,12 +99,19 @@ def test_a_run_that_rewrites_its_lease_under_a_claim_keeps_it(local_aws: LocalSe
 
     def rewrite_first(request: Any, **_: Any) -> None:
         if "_leases/" in request.url and not rewrote:
-            held.confirm()  # the run is alive after all: it rewrites before the claim lands
+            held.confirm()  # the run is alive after all: it rewrites before this lands
             rewrote.append(request.url)
 
-    claimer.meta.events.register("before-send.s3.PutObject", rewrite_first)
+    if rewrite_before:
+        claimer.meta.events.register(f"before-send.s3.{rewrite_before}", rewrite_first)
     found = orphans.find(S3Store(claimer, OUT), "p/", "me", "members", exclude=set(), ttl_s=0.1)
-    assert rewrote  # the claim was tried, after the rewrite
+    if not rewrite_before:
+        assert (found.orphans, found.leases) == (("p/members_1.csv",), (held.key,))
+        assert body(s3, held.key)["state"] == "claimed"
+        head = s3.head_object(Bucket=OUT, Key=held.key)
+        assert head["ContentType"] == "application/json"
+        return
+    assert rewrote  # the claim was under way when the run rewrote its lease
     assert (found.orphans, found.leases) == ((), ())
     assert body(s3, held.key)["state"] == "live"
     held.confirm()  # and the run still holds it
