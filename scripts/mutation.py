@@ -509,10 +509,11 @@ def _run_mutmut(module: str, tests: list[str]) -> float:
             # every test resets the one it uses; one per mutant would cost seconds each.
             servers.extend(start_local_serve() for _ in range(children))
             env[SHARED_ENV] = ",".join(server.endpoint for server in servers)
-        # mutmut gets a process group of its own, and everything it forks stays in it:
-        # its workers leave with os._exit, skipping pytest's session teardown, so a
-        # `dsjob local serve` that a test session started outlives its worker. Ending
-        # the group once mutmut is done ends those too.
+        # mutmut gets a process group of its own, and everything it forks stays in it.
+        # A worker that mutmut kills (its CPU or wall-time limit, Ctrl-C) skips pytest's
+        # session teardown, so a `dsjob local serve` its session started outlives it
+        # (a worker that finishes returns from pytest.main, and its teardown runs).
+        # Ending the group once mutmut is done ends those too.
         mutmut = subprocess.Popen(
             [sys.executable, "-m", "mutmut", "run", "--max-children", str(children)],
             cwd=REPO,
