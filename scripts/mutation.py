@@ -54,6 +54,8 @@ MODULES: dict[str, list[str]] = {
                 "test_a_create_whose_answer_is_lost_is_still_rolled_back",
                 "test_a_twin_that_committed_first_is_reported_when_this_manifest_write_fails",
                 "test_a_many_part_output_asks_before_it_uploads_and_a_one_part_output_just_tries",
+                "test_a_manifest_stored_whose_answer_is_lost_commits_the_run_and_keeps_its_outputs",
+                "test_a_manifest_that_cannot_be_read_back_keeps_everything_and_the_retry_reports_it",
             )
         ),
     ],

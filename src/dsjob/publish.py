@@ -186,6 +186,11 @@ def publish(
     prune). When another attempt of the same run id commits first, this one
     removes its uploads and reports that commit (``already_published``). The run
     holds a lease (``lease.py``) from before its first upload until then.
+
+    A failure once the manifest's create was sent (its answer lost, the read-back
+    failed) is judged by the manifest itself (``_commit_state``): this attempt's
+    means committed, so nothing is removed and the commit is finished; one that
+    cannot be read keeps everything and exits 5, for a re-run of the id to settle.
     """
     files = sorted(p for p in output_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
     if not files:
@@ -197,8 +202,15 @@ def publish(
             "earlier outputs kept"
         )
     uploaded: list[str] = []
+    done: list[Published] = []
     held = lease.Lease(store, prefix, dataset, run_id, ttl_s=lease.ttl_seconds())
     meta = {**metadata, "run-id": run_id, "dataset": dataset, "attempt": held.token}
+    sent: list[bool] = []  # set once the manifest's create may have reached the store
+
+    def fence() -> None:
+        held.confirm()
+        sent.append(True)
+
     held.start()
     try:
         done = upload_outputs(
@@ -219,22 +231,111 @@ def publish(
             dataset=dataset,
             outputs=done,
             manifest=manifest,
-            fence=held.confirm,
+            fence=fence,
         )
-    except history.AlreadyCommittedError:
-        held.stop(release=rollback(store, uploaded))
-        return already_published(store, prefix, run_id, keep_outputs)
-    except TransientError:
-        held.stop(release=rollback(store, uploaded))
-        # A twin attempt of this run id (a duplicate delivery) that committed while this
-        # one uploaded removes this one's objects as its orphans: report its commit.
-        if store.get(manifest_key(prefix, run_id)) is not None:
-            return already_published(store, prefix, run_id, keep_outputs)
-        raise
-    except BaseException:
-        held.stop(release=rollback(store, uploaded))
-        raise
+    except BaseException as exc:
+        settled = _settle(
+            store,
+            exc,
+            held=held,
+            prefix=prefix,
+            run_id=run_id,
+            done=done,
+            uploaded=uploaded,
+            sent=bool(sent),
+            keep=keep_outputs,
+        )
+        if settled is None:
+            raise
+        return settled
     # Committed: the manifest speaks for this run now. Nothing is rolled back from here
     # on, and the lease goes in the same delete as the prune.
     held.stop(release=False)
     return finish(store, prefix, body, keep_outputs, found=found, release=(held.key,))
+
+
+def _settle(
+    store: OutputStore,
+    exc: BaseException,
+    *,
+    held: lease.Lease,
+    prefix: str,
+    run_id: str,
+    done: Sequence[Published],
+    uploaded: list[str],
+    sent: bool,
+    keep: int,
+) -> PublishResult | None:
+    """After a failed publish: roll back, report a commit, or keep everything (None: re-raise).
+
+    Before the manifest's create was sent nothing of this attempt can be committed, so
+    its uploads go (a twin's commit is reported when the failure was transient). After
+    it, the manifest decides (``_commit_state``).
+    """
+    if not (sent or isinstance(exc, TransientError)):
+        held.stop(release=rollback(store, uploaded))
+        return None
+    state, stored = _commit_state(store, prefix, run_id, done, uploaded)
+    if not sent and state == "unknown":
+        state = "none"  # no manifest can list uploads made before it was sent
+    uri = store.uri(manifest_key(prefix, run_id))
+    if state == "ours":
+        # This attempt's create stored the manifest but its answer, or the read-back,
+        # was lost: the run is committed and its outputs are the manifest's now.
+        held.stop(release=False)
+        if not isinstance(exc, Exception):
+            return None  # asked to stop: committed, and a re-run of the run id finishes it
+        LOGGER.warning(
+            "the manifest was stored although its write failed: the run is committed",
+            extra={"manifest": uri, "error": str(exc)},
+        )
+        return finish(store, prefix, stored, keep, release=(held.key,))
+    if state == "unknown":
+        held.stop(release=False)  # the lease keeps the outputs from orphan removal
+        msg = (
+            f"{uri}: could not tell whether run {run_id} committed, so its outputs are "
+            f"kept; run it again with the same run id to finish or replace it ({exc})"
+        )
+        raise TransientError(msg) from exc
+    held.stop(release=rollback(store, uploaded))
+    if state == "twin":
+        # A twin attempt of this run id (a duplicate delivery) committed first; it
+        # removes this one's objects as its orphans: report its commit.
+        return already_published(store, prefix, run_id, keep)
+    if isinstance(exc, history.AlreadyCommittedError):  # its manifest is gone again
+        raise TransientError(f"{uri} was taken, then vanished") from exc
+    return None
+
+
+def _commit_state(
+    store: OutputStore,
+    prefix: str,
+    run_id: str,
+    done: Sequence[Published],
+    uploaded: Sequence[str],
+) -> tuple[str, dict[str, Any]]:
+    """After a failed publish: whose manifest, if any, commits `run_id` now.
+
+    "none": no manifest, so this attempt's uploads are its own to roll back;
+    "twin": another attempt's manifest, listing none of this attempt's keys;
+    "ours": this attempt's, listing exactly its outputs (key and ETag): its create
+    stored it although the answer was lost, so rolling back would delete what the
+    manifest promises; "unknown": the manifest cannot be read or matches neither,
+    and nothing may be deleted. S3 reads are strongly consistent after a write
+    (S3 User Guide, "Amazon S3 data consistency model"), so "none" is final.
+    Returns the state and the manifest read ({} when there is none to read).
+    """
+    try:
+        stored = history.read_manifest(store, manifest_key(prefix, run_id))
+    except DsjobError:
+        LOGGER.warning("could not read the run's manifest after a failure", extra={"run": run_id})
+        return "unknown", {}
+    if stored is None:
+        return "none", {}
+    try:
+        listed = {(str(o["key"]), str(o["etag"])) for o in stored.get("outputs", [])}
+    except (KeyError, TypeError):
+        return "unknown", stored
+    if listed and listed == {(o.key, o.etag) for o in done}:
+        return "ours", stored
+    return ("twin" if not {key for key, _ in listed} & set(uploaded) else "unknown"), stored

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
+from botocore.config import Config
 
 from dsjob.errors import TransientError
 from dsjob.publish import PublishResult, publish, upload_verified
@@ -233,6 +234,80 @@ def test_a_create_whose_answer_is_lost_is_still_rolled_back(
         _publish_one(client, tmp_path, "20260115_090000")
     assert keys(local_aws) == []
     assert leases(local_aws) == []
+
+
+def _after_manifest_call(handler: Any) -> tuple[Any, Any]:
+    """`before-call` and `after-call` handlers running `handler` after a call on a manifest key."""
+
+    def note(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context["manifest"] = "/manifests/" in params["url_path"]
+
+    def only(context: dict[str, Any], **kwargs: Any) -> Any:
+        return handler(context=context, **kwargs) if context.get("manifest") else None
+
+    return note, only
+
+
+def test_a_manifest_stored_whose_answer_is_lost_commits_the_run_and_keeps_its_outputs(
+    local_aws: LocalServe, tmp_path: Path
+) -> None:
+    """S3 stored the manifest but its answer did not arrive: the run is committed, nothing deleted.
+
+    The create is conditional (If-None-Match, S3 API Reference, PutObject), so a lost
+    answer is indistinguishable from a refusal until the manifest is read back. It lists
+    this attempt's outputs (keys and ETags), so they are the commit's: rolling them back
+    would leave a manifest that promises deleted objects, which a retry then reports.
+    """
+    client = s3(local_aws)
+
+    def lose_answer(**_: Any) -> None:
+        raise ConnectionResetError("injected: the manifest's PutObject answer was lost")
+
+    note, only = _after_manifest_call(lose_answer)
+    client.meta.events.register("before-call.s3.PutObject", note)
+    client.meta.events.register("after-call.s3.PutObject", only)
+    out = _tick_output(tmp_path, "out", "1")
+    result = _publish_run(S3Store(client, OUT), out, "20260115_090000", "lost")
+    assert not result.already_published
+    manifest = read_json(local_aws, "processed/manifests/lost.json")
+    listed = sorted(o["key"] for o in manifest["outputs"])
+    assert listed == sorted(o.key for o in result.objects) == data_keys(local_aws, ".csv")
+    assert read_json(local_aws, "processed/current/members.json")["run_id"] == "lost"
+    assert leases(local_aws) == []
+
+
+def test_a_manifest_that_cannot_be_read_back_keeps_everything_and_the_retry_reports_it(
+    local_aws: LocalServe, tmp_path: Path
+) -> None:
+    """Every read of the new manifest fails: exit 5 with outputs and manifest kept; a retry commits.
+
+    Whether the run committed cannot be told, so nothing is deleted (before, the outputs
+    were rolled back under a stored manifest that listed them). The retry of the run id
+    meets the manifest (412 on its create), finds it lists the first attempt's outputs,
+    removes its own uploads and reports that commit, whose objects all exist.
+    """
+    client = boto3.client(
+        "s3",
+        endpoint_url=local_aws.endpoint,
+        region_name="us-east-1",
+        config=Config(retries={"mode": "standard", "total_max_attempts": 2}),
+    )
+    fail = s3faults._fail("GetObject", 1)  # a 500 for each call it is given
+
+    def fail_manifest_reads(request: Any, **kwargs: Any) -> Any:
+        return fail(request, **kwargs) if "/manifests/" in request.url else None
+
+    client.meta.events.register("before-send.s3.GetObject", fail_manifest_reads)
+    out = _tick_output(tmp_path, "out", "1")
+    with pytest.raises(TransientError, match="could not tell whether run unread committed"):
+        _publish_run(S3Store(client, OUT), out, "20260115_090000", "unread")
+    manifest = read_json(local_aws, "processed/manifests/unread.json")
+    first = sorted(o["key"] for o in manifest["outputs"])
+    assert first == data_keys(local_aws, ".csv")
+    retry = _publish_run(S3Store(s3(local_aws), OUT), out, "20260115_090000", "unread")
+    assert retry.already_published
+    assert sorted(o.key for o in retry.objects) == first == data_keys(local_aws, ".csv")
+    assert read_json(local_aws, "processed/current/members.json")["run_id"] == "unread"
 
 
 def _tick_output(tmp_path: Path, name: str, rows: str) -> Path:
