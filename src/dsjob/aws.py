@@ -224,6 +224,19 @@ def _failure(response: Any, exc: BaseException | None) -> str | None:  # noqa: A
     return f"HTTP {status} {code}" if code else (f"HTTP {status}" if status >= 400 else None)  # noqa: PLR2004
 
 
+def refusal(code: str) -> type[DsjobError]:
+    """The dsjob error class for an S3 error code with no HTTP status of its own.
+
+    A DeleteObjects answer lists one per key it did not delete (S3 API Reference,
+    DeleteObjects, ``Error``): the same codes a whole request fails with.
+    """
+    if code in _TRANSIENT_CODES:
+        return TransientError
+    if code in _DENIED_CODES:
+        return ConfigError
+    return DsjobError
+
+
 def translate(  # noqa: PLR0911 - one early return per kind of failure reads best
     exc: BaseException, what: str, *, bucket: str = "", key: str = ""
 ) -> DsjobError:

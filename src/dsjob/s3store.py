@@ -31,7 +31,7 @@ import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dsjob import multipart
-from dsjob.aws import aws_errors, translate
+from dsjob.aws import aws_errors, refusal, translate
 from dsjob.errors import ConfigError, ConflictError, MissingObjectError, TransientError
 from dsjob.storage import MAX_CONCURRENCY, MULTIPART_CHUNKSIZE, Blob, Listed, ObjectInfo, Progress
 
@@ -293,16 +293,36 @@ class S3Store:
         return found
 
     def delete(self, keys: list[str]) -> None:
-        """DeleteObjects in batches of 1,000 (the API's limit)."""
+        """DeleteObjects in batches of 1,000 (the API's limit); raises if S3 kept any key.
+
+        S3 answers 200 even when it refused some keys, listing each in an ``Error``
+        element (in quiet mode the answer holds only those: S3 API Reference,
+        DeleteObjects). Every batch is still sent, then the refusals raise together:
+        exit 5 only when each is worth retrying (``SlowDown``, ``InternalError``).
+        moto 5.2.5 never refuses a key; tests/integration/test_s3store.py injects it.
+        """
+        refused: list[tuple[str, str]] = []
         for start in range(0, len(keys), 1000):
             batch = keys[start : start + 1000]
-            self._call(
+            answer = self._call(
                 f"deleting under {self.uri('')}",
                 batch[0],
                 self._s3.delete_objects,
                 Bucket=self.bucket,
                 Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
             )
+            refused.extend(
+                (e.get("Key", "?"), e.get("Code", "?")) for e in answer.get("Errors", [])
+            )
+        if refused:
+            kinds = [refusal(code) for _, code in refused]
+            kind = next((k for k in kinds if k is not TransientError), TransientError)
+            named = ", ".join(f"{self.uri(key)} ({code})" for key, code in refused[:5])
+            more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""  # noqa: PLR2004
+            msg = f"deleting under {self.uri('')}: S3 kept {len(refused)} key(s): {named}{more}"
+            if kind is ConfigError:
+                msg += "; check the role's permissions (s3:DeleteObject)"
+            raise kind(msg)
 
     # Plain reads and writes used by the fan-out's work area (``workarea.py``).
 
