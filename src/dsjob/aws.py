@@ -274,6 +274,13 @@ def translate(  # noqa: PLR0911 - one early return per kind of failure reads bes
         )
     if isinstance(exc, ConnectionError | TimeoutError):
         return TransientError(f"{what}: {exc}")
+    if isinstance(exc, bx.FlexibleChecksumError):
+        # botocore checks a GET's body against the checksum S3 sent with it (on by
+        # default since 1.36, response_checksum_validation=when_supported; S3 API
+        # Reference, GetObject, x-amz-checksum-mode) and raises this only while the
+        # body is read, outside its retries: bytes bent on the way, worth a new run.
+        where = f"s3://{bucket}/{key}" if bucket else key
+        return TransientError(f"{what}: the body of {where} did not match its checksum ({exc})")
     return DsjobError(f"{what}: {type(exc).__name__}: {exc}")
 
 

@@ -20,6 +20,7 @@ import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 from botocore.config import Config
 from botocore.exceptions import EndpointConnectionError
+from botocore.httpsession import URLLib3Session
 
 from dsjob.errors import ConfigError, ConflictError, DsjobError, TransientError
 from dsjob.s3store import CONTENDED_TRIES, S3Store
@@ -340,6 +341,54 @@ def test_a_key_delete_objects_kept_raises_naming_it_and_its_code(
         assert f"s3://dsjob-output/{key} ({code})" in message
     assert ("s3:DeleteObject" in message) == (kind is ConfigError)  # the permission to check
     assert len(sent) == 2  # the second batch went out after the first one's refusals
+
+
+class _Bent:
+    """moto's real GET body with its first byte flipped on the way (a ``raw`` botocore reads)."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw, self._first = raw, True
+
+    def read(self, amt: int | None = None) -> bytes:
+        data: bytes = self._raw.read(amt)
+        if data and self._first:
+            self._first = False
+            data = bytes([data[0] ^ 0xFF]) + data[1:]
+        return data
+
+
+def test_a_get_whose_body_fails_its_checksum_is_transient_and_names_the_key(
+    bare_aws: LocalServe,
+) -> None:
+    """A GET body that does not match its CRC32 raises TransientError (exit 5) naming the key.
+
+    botocore (1.36 on, ``response_checksum_validation=when_supported``) asks for the
+    object's checksum (S3 API Reference, GetObject, ``x-amz-checksum-mode``) and checks
+    the body against it as it is read. The GET really goes to moto, which returns the
+    CRC32 stored with the PUT; one byte is flipped on the way back.
+    """
+    s3 = client(bare_aws)
+    store = S3Store(s3, OUT)
+    store.put_bytes("p/k", b"payload bytes", "text/plain")
+    seen: list[str] = []
+
+    def bend(request: Any, **_: Any) -> AWSResponse:
+        real = URLLib3Session().send(request)
+        seen.append(real.headers.get("x-amz-checksum-crc32", ""))
+        return AWSResponse(
+            request.url,
+            real.status_code,
+            HTTPHeaders.from_dict(dict(real.headers)),
+            _Bent(real.raw),
+        )
+
+    s3.meta.events.register("before-send.s3.GetObject", bend)  # type: ignore[arg-type]  # a before-send handler may answer
+    with pytest.raises(TransientError) as caught:
+        store.get("p/k")
+    assert seen == [crc32_b64(zlib.crc32(b"payload bytes"))]  # moto sent the real CRC32
+    assert caught.value.exit_code == 5
+    assert "reading s3://dsjob-output/p/k" in str(caught.value)
+    assert "the body of s3://dsjob-output/p/k did not match its checksum" in str(caught.value)
 
 
 def test_a_409_is_written_again_and_a_409_every_time_is_transient(bare_aws: LocalServe) -> None:
