@@ -242,6 +242,9 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "the fallback comes back only with a problem recorded, and a problem always raises"
     ),
     ("config", "number = minimum - 1"): "any value below the minimum records the same problem",
+    ("custom", "if returncode < 0:"): (
+        "only a script that failed (a non-zero returncode) reaches the message, so 0 never does"
+    ),
     ("dataobjects", 'key.rsplit("/", 1)[-1]'): (
         "the last piece of a split from the right is the same for any number of splits"
     ),

@@ -120,6 +120,40 @@ def test_failing_script_reports_exit_code_and_stderr_tail(ctx: JobContext) -> No
     assert excinfo.value.exit_code == 4
 
 
+@pytest.mark.parametrize(
+    ("signum", "how"),
+    [
+        (signal.SIGKILL, "was killed by SIGKILL"),  # what the kernel's OOM killer sends
+        (signal.SIGRTMIN + 6, f"was killed by signal {int(signal.SIGRTMIN) + 6}"),  # unnamed
+    ],
+)
+def test_a_script_killed_by_a_signal_is_named_with_its_stderr_tail(
+    ctx: JobContext, signum: int, how: str
+) -> None:
+    """A script ended by a signal (a real kill) names the signal and keeps its stderr lines."""
+    script = _script(
+        ctx,
+        f"""
+        import os, sys
+        print("loading 3 GB", file=sys.stderr)
+        print("", file=sys.stderr)
+        print("still loading", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), {int(signum)})
+        """,
+    )
+    with pytest.raises(UserCodeError) as excinfo:
+        run_script(script, ctx, timeout=30)
+    assert str(excinfo.value).endswith(f"{how}; last stderr lines:\nloading 3 GB\nstill loading")
+    assert excinfo.value.exit_code == 4
+
+
+def test_a_script_killed_without_a_word_says_so(ctx: JobContext) -> None:
+    """A script killed before writing to stderr says there was no stderr output."""
+    script = _script(ctx, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    with pytest.raises(UserCodeError, match=r"was killed by SIGKILL \(no stderr output\)$"):
+        run_script(script, ctx, timeout=30)
+
+
 def test_traceback_tail_is_in_the_message(ctx: JobContext) -> None:
     """An uncaught exception's last traceback line reaches the error message."""
     script = _script(ctx, "import json\njson.loads('{nope')\n")
