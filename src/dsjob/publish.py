@@ -159,7 +159,7 @@ def rollback(store: OutputStore, keys: list[str]) -> bool:
         store.delete(keys)
     except DsjobError:
         LOGGER.warning("could not remove this run's partial uploads", extra={"keys": keys})
-        return False
+        return False  # their lease stays until it expires
     LOGGER.warning("removed this run's unpublished uploads", extra={"keys": keys})
     return True
 

@@ -220,6 +220,32 @@ def test_a_failed_create_on_a_name_another_run_holds_leaves_that_object(
     assert leases(local_aws) == []  # nothing of this attempt is left, so its lease went too
 
 
+def test_a_failed_create_whose_owner_cannot_be_asked_leaves_that_object(
+    local_aws: LocalServe, tmp_path: Path
+) -> None:
+    """A failed create on a taken name whose HEAD fails too counts as not ours: nothing deleted.
+
+    Whose object the name holds cannot be told, so it is left for the next successful
+    run's orphan removal rather than deleted blind (it is the other run's here).
+    """
+    client = s3(local_aws)
+    taken = "processed/members_20260115_090000.csv"
+    client.put_object(Bucket=OUT, Key=taken, Body=b"id\n7\n", Metadata={"run-id": "first"})
+    client.meta.events.register(
+        "before-send.s3.CompleteMultipartUpload", s3faults._fail("CompleteMultipartUpload", 1)
+    )
+    fail_head = s3faults._fail("HeadObject", 1)
+
+    def fail_heads_of_taken(request: Any, **kwargs: Any) -> Any:
+        return fail_head(request, **kwargs) if request.url.endswith(taken) else None
+
+    client.meta.events.register("before-send.s3.HeadObject", fail_heads_of_taken)
+    with pytest.raises(TransientError):
+        _publish_one(client, tmp_path, "20260115_090000")
+    assert s3(local_aws).get_object(Bucket=OUT, Key=taken)["Body"].read() == b"id\n7\n"
+    assert keys(local_aws) == [taken]
+
+
 def test_a_create_whose_answer_is_lost_is_still_rolled_back(
     local_aws: LocalServe, tmp_path: Path
 ) -> None:
@@ -299,15 +325,56 @@ def test_a_manifest_that_cannot_be_read_back_keeps_everything_and_the_retry_repo
 
     client.meta.events.register("before-send.s3.GetObject", fail_manifest_reads)
     out = _tick_output(tmp_path, "out", "1")
-    with pytest.raises(TransientError, match="could not tell whether run unread committed"):
+    said = "^s3://dsjob-output/processed/manifests/unread.json: could not tell whether run unread"
+    with pytest.raises(TransientError, match=said):
         _publish_run(S3Store(client, OUT), out, "20260115_090000", "unread")
     manifest = read_json(local_aws, "processed/manifests/unread.json")
     first = sorted(o["key"] for o in manifest["outputs"])
     assert first == data_keys(local_aws, ".csv")
+    # The lease stays: a create whose answer was lost may still land, and until it
+    # does another run's orphan sweep must not take the outputs it would list.
+    assert len(leases(local_aws)) == 1
     retry = _publish_run(S3Store(s3(local_aws), OUT), out, "20260115_090000", "unread")
     assert retry.already_published
     assert sorted(o.key for o in retry.objects) == first == data_keys(local_aws, ".csv")
     assert read_json(local_aws, "processed/current/members.json")["run_id"] == "unread"
+
+
+def test_an_upload_failing_while_manifests_cannot_be_read_still_rolls_back(
+    local_aws: LocalServe, tmp_path: Path
+) -> None:
+    """A transient upload failure with the manifest unreadable removes this attempt's uploads.
+
+    No manifest create was sent, so no manifest can list this attempt's outputs: the
+    failed read of the manifest (asked for a twin's commit) does not make the outcome
+    unknown, and the first output and the lease go as after any failed upload.
+    """
+    client = boto3.client(
+        "s3",
+        endpoint_url=local_aws.endpoint,
+        region_name="us-east-1",
+        config=Config(retries={"mode": "standard", "total_max_attempts": 2}),
+    )
+    fail_put = s3faults._fail("CompleteMultipartUpload", 1)
+    fail_get = s3faults._fail("GetObject", 1)
+
+    def fail_second_output(request: Any, **kwargs: Any) -> Any:  # a 500 before it is sent
+        return fail_put(request, **kwargs) if "/b_" in request.url else None
+
+    def fail_manifest_reads(request: Any, **kwargs: Any) -> Any:
+        return fail_get(request, **kwargs) if "/manifests/" in request.url else None
+
+    client.meta.events.register("before-send.s3.CompleteMultipartUpload", fail_second_output)
+    client.meta.events.register("before-send.s3.GetObject", fail_manifest_reads)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.csv").write_text("id\n1\n")
+    (out / "b.csv").write_text("id\n2\n")
+    with pytest.raises(TransientError) as failed:
+        _publish_run(S3Store(client, OUT), out, "20260115_090000", "upload")
+    assert "could not tell" not in str(failed.value)
+    assert keys(local_aws) == []  # a_….csv was stored, then rolled back
+    assert leases(local_aws) == []
 
 
 def _tick_output(tmp_path: Path, name: str, rows: str) -> Path:
@@ -355,6 +422,41 @@ def test_a_twin_that_committed_first_is_reported_when_this_manifest_write_fails(
     outputs = data_keys(local_aws, ".csv")
     assert outputs == ["processed/members_b.csv"]  # the twin's only; this one's was removed
     assert client.get_object(Bucket=OUT, Key=outputs[0])["Body"].read() == b"id\n2\n"
+    assert leases(local_aws) == []
+
+
+def test_a_twin_that_committed_first_is_reported_when_this_upload_fails(
+    local_aws: LocalServe, tmp_path: Path
+) -> None:
+    """A twin of one run id commits mid-upload, then this attempt's upload fails: report the twin.
+
+    The failure comes before this attempt's manifest create was sent, so nothing of it
+    can be committed; the manifest found is the twin's (none of its keys is this
+    attempt's), and this attempt reports that commit instead of failing.
+    """
+    client = boto3.client(
+        "s3",
+        endpoint_url=local_aws.endpoint,
+        region_name="us-east-1",
+        config=Config(retries={"mode": "standard", "total_max_attempts": 2}),
+    )
+    other = s3(local_aws)
+    twin: list[PublishResult] = []
+
+    def twin_commits(**_: Any) -> None:  # on this attempt's first part, before it is sent
+        if twin:
+            return
+        twin.append(
+            _publish_run(S3Store(other, OUT), _tick_output(tmp_path, "b", "2"), "b", "tick")
+        )
+        fail = s3faults._fail("CompleteMultipartUpload", 1)  # a 500 for each Complete
+        client.meta.events.register("before-send.s3.CompleteMultipartUpload", fail)
+
+    client.meta.events.register("before-send.s3.UploadPart", twin_commits)
+    result = _publish_run(S3Store(client, OUT), _tick_output(tmp_path, "a", "1"), "a", "tick")
+    assert result.already_published
+    assert [o.key for o in result.objects] == [o.key for o in twin[0].objects]
+    assert data_keys(local_aws, ".csv") == ["processed/members_b.csv"]
     assert leases(local_aws) == []
 
 
