@@ -477,7 +477,7 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "timing only: one more 0.8 s wait before the same TransientError"
     ),
     ("s3store", '"Quiet": True'): (
-        "dsjob reads nothing from DeleteObjects' answer; Quiet only drops its Deleted list "
+        "dsjob reads only the Errors of DeleteObjects' answer; Quiet only drops its Deleted list "
         "(S3 API Reference, DeleteObjects)"
     ),
     ("s3store", 'return Blob(data, answer.get("ETag", ""),'): (

@@ -311,9 +311,8 @@ class S3Store:
                 Bucket=self.bucket,
                 Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
             )
-            refused.extend(
-                (e.get("Key", "?"), e.get("Code", "?")) for e in answer.get("Errors", [])
-            )
+            # Each Error names its Key and Code (S3 API Reference, DeleteObjects, Error).
+            refused.extend((e["Key"], e["Code"]) for e in answer.get("Errors", []))
         if refused:
             kinds = [refusal(code) for _, code in refused]
             kind = next((k for k in kinds if k is not TransientError), TransientError)
