@@ -231,10 +231,6 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "only after a twin committed, and the twin ran the same prune; a pending one is "
         "finished by the dataset's next run (the pointer's pending deletes)"
     ),
-    ("publish", "fence=held.confirm,"): (
-        "killed by test_a_run_paused_past_its_lease_loses_it_and_does_not_commit, a "
-        "subprocess test mutmut cannot see (checked by hand)"
-    ),
     ("publish", 'manifest.get("outputs", [])'): (
         "every manifest dsjob writes (format 1) has an outputs list"
     ),

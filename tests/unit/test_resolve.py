@@ -158,8 +158,14 @@ def test_artifacts_come_from_a_uri_or_from_a_key_in_the_artifact_bucket(tmp_path
     ],
 )
 def test_a_transform_with_a_script_is_refused(flags: dict[str, str], ssm: dict[str, str]) -> None:
-    """transform.sql runs only in the built-in step that script.py replaces: both is exit 2."""
-    assert "transform and script exclude each other" in problems(flags, {**SSM, **ssm})
+    """transform.sql runs only in the built-in step that script.py replaces: both is exit 2.
+
+    The message says why and which of the two parameters to unset.
+    """
+    assert (
+        "transform and script exclude each other: transform.sql runs in the built-in step, "
+        "which script.py replaces (unset transform-key or script-key)"
+    ) in problems(flags, {**SSM, **ssm})
 
 
 def test_a_key_without_an_artifact_bucket_names_the_bucket(tmp_path: Path) -> None:
