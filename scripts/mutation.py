@@ -275,6 +275,10 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("custom", "if returncode < 0:"): (
         "only a script that failed (a non-zero returncode) reaches the message, so 0 never does"
     ),
+    ("commit", 'if "dataset" in manifest and "committed_at" in manifest:'): (
+        "a manifest has both keys (every one dsjob writes) or neither (the older form), so "
+        "'and' and 'or' agree on each"
+    ),
     ("dataobjects", 'key.rsplit("/", 1)[-1]'): (
         "the last piece of a split from the right is the same for any number of splits"
     ),

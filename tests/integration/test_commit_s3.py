@@ -9,6 +9,7 @@ retryably (exit 5), no manifest is left and its uploads are removed.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -72,3 +73,52 @@ def test_a_manifest_changed_on_the_way_is_removed_and_the_run_fails(
     assert bent
     left = s3.list_objects_v2(Bucket=OUT, Prefix="processed/").get("Contents", [])
     assert [o["Key"] for o in left] == []  # no manifest, no output, no lease
+
+
+def test_the_prune_clears_its_pending_keys_only_on_the_pointer_it_wrote(
+    local_aws: LocalServe, tmp_path: Path
+) -> None:
+    """A pointer another run moved during the prune keeps that run's pending deletes.
+
+    The commit lists the keys it prunes in the pointer (``pending_delete``), deletes
+    them, then drops them from the list with a compare-and-swap on the pointer *it*
+    wrote (``If-Match``, S3 API Reference, PutObject). Here another run rewrites the
+    pointer right after the DeleteObjects, pending the same name for its own object
+    (a pruned name is free to be taken again): the swap must fail (412) and leave that
+    entry, not re-read the pointer and drop it. Kills ``clear_pending(..., None)``.
+    """
+    s3 = boto3.client("s3", endpoint_url=local_aws.endpoint, region_name="us-east-1")
+    other = boto3.client("s3", endpoint_url=local_aws.endpoint, region_name="us-east-1")
+    pointer_key = "processed/current/members.json"
+
+    def run(run_id: str, stamp: str) -> tuple[str, ...]:
+        out = tmp_path / run_id
+        out.mkdir()
+        (out / "members.csv").write_text(f"id\n{run_id}\n")
+        result = publish(
+            S3Store(s3, OUT),
+            out,
+            prefix="processed/",
+            stamp=stamp,
+            run_id=run_id,
+            dataset="members",
+            metadata={},
+            records={"members.csv": 1},
+            keep_outputs=0,
+            manifest={},
+        )
+        return result.pruned
+
+    run("first", "20270101_000000")
+    first_key = "processed/members_20270101_000000.csv"
+    theirs = {"key": first_key, "run_id": "third"}
+
+    def another_run_moves_the_pointer(**_: Any) -> None:
+        pointer = json.loads(other.get_object(Bucket=OUT, Key=pointer_key)["Body"].read())
+        pointer["pending_delete"] = [*pointer.get("pending_delete", []), theirs]
+        other.put_object(Bucket=OUT, Key=pointer_key, Body=json.dumps(pointer).encode())
+
+    s3.meta.events.register("after-call.s3.DeleteObjects", another_run_moves_the_pointer)
+    assert run("second", "20270201_000000") == (first_key,)
+    pointer = json.loads(s3.get_object(Bucket=OUT, Key=pointer_key)["Body"].read())
+    assert theirs in pointer["pending_delete"]
