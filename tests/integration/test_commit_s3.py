@@ -17,8 +17,8 @@ import pytest
 from botocore.config import Config
 
 from dsjob.errors import TransientError
-from dsjob.publish import publish
 from dsjob.s3store import S3Store
+from tests.integration.test_publish_failures import publish_run
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -58,18 +58,7 @@ def test_a_manifest_changed_on_the_way_is_removed_and_the_run_fails(
     out.mkdir()
     (out / "members.csv").write_text("id\n1\n")
     with pytest.raises(TransientError, match=r"manifests/bent\.json"):
-        publish(
-            S3Store(s3, OUT),
-            out,
-            prefix="processed/",
-            stamp="20270101_000000",
-            run_id="bent",
-            dataset="members",
-            metadata={},
-            records={"members.csv": 1},
-            keep_outputs=0,
-            manifest={},
-        )
+        publish_run(S3Store(s3, OUT), out, "20270101_000000", "bent")
     assert bent
     left = s3.list_objects_v2(Bucket=OUT, Prefix="processed/").get("Contents", [])
     assert [o["Key"] for o in left] == []  # no manifest, no output, no lease
@@ -95,19 +84,7 @@ def test_the_prune_clears_its_pending_keys_only_on_the_pointer_it_wrote(
         out = tmp_path / run_id
         out.mkdir()
         (out / "members.csv").write_text(f"id\n{run_id}\n")
-        result = publish(
-            S3Store(s3, OUT),
-            out,
-            prefix="processed/",
-            stamp=stamp,
-            run_id=run_id,
-            dataset="members",
-            metadata={},
-            records={"members.csv": 1},
-            keep_outputs=0,
-            manifest={},
-        )
-        return result.pruned
+        return publish_run(S3Store(s3, OUT), out, stamp, run_id).pruned
 
     run("first", "20270101_000000")
     first_key = "processed/members_20270101_000000.csv"

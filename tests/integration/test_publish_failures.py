@@ -175,7 +175,8 @@ def test_second_upload_failing_with_both_formats_publishes_nothing(
     assert keys(local_aws) == before
 
 
-def _publish_run(store: S3Store, out: Path, stamp: str, run_id: str) -> PublishResult:
+def publish_run(store: S3Store, out: Path, stamp: str, run_id: str) -> PublishResult:
+    """publish() of `out` (one members.csv of one row) as dataset members, keeping no old output."""
     return publish(
         store,
         out,
@@ -194,7 +195,7 @@ def _publish_one(client: S3Client, tmp_path: Path, stamp: str) -> None:
     out = tmp_path / "output"
     out.mkdir(exist_ok=True)
     (out / "members.csv").write_text("id\n1\n")
-    _publish_run(S3Store(client, OUT), out, stamp, "second")
+    publish_run(S3Store(client, OUT), out, stamp, "second")
 
 
 def test_a_failed_create_on_a_name_another_run_holds_leaves_that_object(
@@ -293,7 +294,7 @@ def test_a_manifest_stored_whose_answer_is_lost_commits_the_run_and_keeps_its_ou
     client.meta.events.register("before-call.s3.PutObject", note)
     client.meta.events.register("after-call.s3.PutObject", only)
     out = _tick_output(tmp_path, "out", "1")
-    result = _publish_run(S3Store(client, OUT), out, "20260115_090000", "lost")
+    result = publish_run(S3Store(client, OUT), out, "20260115_090000", "lost")
     assert not result.already_published
     manifest = read_json(local_aws, "processed/manifests/lost.json")
     listed = sorted(o["key"] for o in manifest["outputs"])
@@ -327,14 +328,14 @@ def test_a_manifest_that_cannot_be_read_back_keeps_everything_and_the_retry_repo
     out = _tick_output(tmp_path, "out", "1")
     said = "^s3://dsjob-output/processed/manifests/unread.json: could not tell whether run unread"
     with pytest.raises(TransientError, match=said):
-        _publish_run(S3Store(client, OUT), out, "20260115_090000", "unread")
+        publish_run(S3Store(client, OUT), out, "20260115_090000", "unread")
     manifest = read_json(local_aws, "processed/manifests/unread.json")
     first = sorted(o["key"] for o in manifest["outputs"])
     assert first == data_keys(local_aws, ".csv")
     # The lease stays: a create whose answer was lost may still land, and until it
     # does another run's orphan sweep must not take the outputs it would list.
     assert len(leases(local_aws)) == 1
-    retry = _publish_run(S3Store(s3(local_aws), OUT), out, "20260115_090000", "unread")
+    retry = publish_run(S3Store(s3(local_aws), OUT), out, "20260115_090000", "unread")
     assert retry.already_published
     assert sorted(o.key for o in retry.objects) == first == data_keys(local_aws, ".csv")
     assert read_json(local_aws, "processed/current/members.json")["run_id"] == "unread"
@@ -371,7 +372,7 @@ def test_an_upload_failing_while_manifests_cannot_be_read_still_rolls_back(
     (out / "a.csv").write_text("id\n1\n")
     (out / "b.csv").write_text("id\n2\n")
     with pytest.raises(TransientError) as failed:
-        _publish_run(S3Store(client, OUT), out, "20260115_090000", "upload")
+        publish_run(S3Store(client, OUT), out, "20260115_090000", "upload")
     assert "could not tell" not in str(failed.value)
     assert keys(local_aws) == []  # a_….csv was stored, then rolled back
     assert leases(local_aws) == []
@@ -404,14 +405,12 @@ def test_a_twin_that_committed_first_is_reported_when_this_manifest_write_fails(
         if seen:
             return
         seen.append(leases(local_aws))
-        twin.append(
-            _publish_run(S3Store(other, OUT), _tick_output(tmp_path, "b", "2"), "b", "tick")
-        )
+        twin.append(publish_run(S3Store(other, OUT), _tick_output(tmp_path, "b", "2"), "b", "tick"))
         conflict = s3faults._conflict("PutObject", "manifests", "1+")
         client.meta.events.register("before-send.s3.PutObject", conflict)
 
     client.meta.events.register("before-send.s3.UploadPart", twin_commits)
-    result = _publish_run(S3Store(client, OUT), _tick_output(tmp_path, "a", "1"), "a", "tick")
+    result = publish_run(S3Store(client, OUT), _tick_output(tmp_path, "a", "1"), "a", "tick")
     [held] = seen[0]  # this attempt's lease, where the twin and the orphan check look
     assert held.startswith("processed/_leases/members/tick.")
     assert result.already_published
@@ -446,14 +445,12 @@ def test_a_twin_that_committed_first_is_reported_when_this_upload_fails(
     def twin_commits(**_: Any) -> None:  # on this attempt's first part, before it is sent
         if twin:
             return
-        twin.append(
-            _publish_run(S3Store(other, OUT), _tick_output(tmp_path, "b", "2"), "b", "tick")
-        )
+        twin.append(publish_run(S3Store(other, OUT), _tick_output(tmp_path, "b", "2"), "b", "tick"))
         fail = s3faults._fail("CompleteMultipartUpload", 1)  # a 500 for each Complete
         client.meta.events.register("before-send.s3.CompleteMultipartUpload", fail)
 
     client.meta.events.register("before-send.s3.UploadPart", twin_commits)
-    result = _publish_run(S3Store(client, OUT), _tick_output(tmp_path, "a", "1"), "a", "tick")
+    result = publish_run(S3Store(client, OUT), _tick_output(tmp_path, "a", "1"), "a", "tick")
     assert result.already_published
     assert [o.key for o in result.objects] == [o.key for o in twin[0].objects]
     assert data_keys(local_aws, ".csv") == ["processed/members_b.csv"]

@@ -26,10 +26,11 @@ import boto3
 import pytest
 
 from dsjob.errors import TransientError
-from dsjob.publish import publish, upload_verified
+from dsjob.publish import upload_verified
 from dsjob.s3store import S3Store
 from dsjob.storage import MiB, crc32_b64, digest_file
 from tests.integration import s3faults
+from tests.integration.test_publish_failures import publish_run
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -127,19 +128,8 @@ def test_the_manifest_names_each_outputs_stored_etag_version_and_size(
     s3.put_bucket_versioning(Bucket=OUT, VersioningConfiguration={"Status": "Enabled"})
     out = tmp_path / "output"
     out.mkdir()
-    (out / "members.csv").write_text("id\n1\n2\n")
-    result = publish(
-        S3Store(s3, OUT),
-        out,
-        prefix="processed/",
-        stamp="20270101_000000",
-        run_id="v1",
-        dataset="members",
-        metadata={},
-        records={"members.csv": 2},
-        keep_outputs=0,
-        manifest={},
-    )
+    (out / "members.csv").write_text("id\n1\n")
+    result = publish_run(S3Store(s3, OUT), out, "20270101_000000", "v1")
     [entry] = result.objects
     head = s3.head_object(Bucket=OUT, Key=entry.key)
     assert head["VersionId"]  # versioned: S3 names the version it stored
